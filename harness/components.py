@@ -1,0 +1,204 @@
+"""Base classes of the five component kinds a plugin can register.
+
+A component is a class with a ``name`` and a nested pydantic ``Params`` model. The core validates
+``{name, params}`` in a benchmark file; the component's ``Params`` validates its own fields, so a
+plugin's options never leak into the core's schema.
+
+Kinds:
+    Dataset:       loads a split as an :class:`~harness.data.ImageSet` of uint8 tensors.
+    Augmentation:  a batched, per-sample random transform ``(images, *, generator) -> images``.
+    Backbone:      an ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, feature_dim)`` features.
+    Method:        an ``nn.Module`` owning a backbone plus heads, with ``loss(batch) -> Tensor``.
+    Evaluator:     scores a frozen encoder on labelled data, with a declared search space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from harness.data import ImageSet
+
+
+class Params(BaseModel):
+    """Base of every component's parameters: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class MethodParams(Params):
+    """Base of method parameters. ``views`` names the augmentation pipelines, one per view."""
+
+    views: tuple[str, ...] = ()
+    """Augmentation pipelines (registered names) producing the views, in order."""
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """Where datasets live and what they may do to get there."""
+
+    root: Path
+    """Data root (``--data-root`` or ``BENCH_DATA_ROOT``)."""
+    cache_dir: Path
+    """Folder for decoded-tensor caches."""
+    download: bool = False
+    """Whether a dataset may download its files."""
+
+
+class Dataset:
+    """A dataset plugin. ``load(split)`` returns the split as uint8 tensors.
+
+    Subclasses set ``name``, optionally ``Params`` and ``splits``, and implement :meth:`load`.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def load(self, split: str, ctx: DataContext) -> ImageSet:
+        """Return ``split`` as an ImageSet (images uint8 of shape (N, C, H, W), labels int64 (N,))."""
+        raise NotImplementedError
+
+
+class Augmentation:
+    """A batched augmentation with random parameters drawn per sample.
+
+    ``__call__(images, generator=g)`` takes float images in [0, 1] of shape (B, C, H, W) on any
+    device and returns float images of shape (B, C, H', W') in [0, 1] on the same device.
+    All randomness comes from ``generator`` (a ``torch.Generator`` on the images' device).
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+
+class Backbone(nn.Module):
+    """An encoder: ``forward(x)`` maps normalised images (B, C, H, W) to features (B, feature_dim)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    feature_dim: int
+
+    def __init__(self, params: Params) -> None:
+        super().__init__()
+        self.params = params
+
+
+@dataclass
+class Batch:
+    """One pretraining step's input.
+
+    Attributes:
+        views: one tensor per entry of ``method.views``, each normalised float (B, C, H, W).
+        labels: class labels (B,), int64; only supervised methods may read them.
+    """
+
+    views: list[Tensor]
+    labels: Tensor
+
+
+class Method(nn.Module):
+    """A pretraining method: a backbone, the heads it adds, and a loss.
+
+    Subclasses set ``name`` and ``Params`` (a :class:`MethodParams`) and implement :meth:`loss`.
+    The harness builds ``cls(params, backbone, num_classes=...)``, feeds :class:`Batch` objects
+    whose views follow ``params.views``, steps the optimizer over ``self.parameters()`` and calls
+    :meth:`on_step_end` after every optimizer step. Only ``self.backbone`` is evaluated downstream.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    trains: ClassVar[bool] = True
+    """False for methods with nothing to learn (random init): the harness skips the loop."""
+
+    def __init__(self, params: MethodParams, backbone: Backbone, *, num_classes: int) -> None:
+        super().__init__()
+        self.params = params
+        self.backbone = backbone
+        self.num_classes = num_classes
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """Names of the augmentation pipelines that make this method's views."""
+        return self.params.views
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Return the scalar training loss of one batch."""
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Hook after each optimizer step (momentum encoders, queues). ``step`` counts from 1."""
+
+
+@dataclass
+class EvalTask:
+    """What an evaluator sees: a frozen encoder and two labelled splits.
+
+    During a sweep ``fit`` is the training part and ``target`` the validation part carved from the
+    training split; for the reported result ``fit`` is the whole training split and ``target`` the
+    test split. Evaluators never learn which of the two they are in.
+
+    Attributes:
+        encoder: the frozen backbone in eval mode, on ``device``.
+        fit: labelled images to fit on.
+        target: labelled images to score.
+        num_classes: number of classes of the target dataset.
+        features: returns cached encoder features (N, feature_dim) of an ImageSet.
+        device: where to compute.
+        seed: seed for every random choice of the evaluator.
+    """
+
+    encoder: nn.Module
+    fit: ImageSet
+    target: ImageSet
+    num_classes: int
+    features: Callable[[ImageSet], Tensor]
+    device: torch.device
+    seed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator:
+    """An evaluation protocol.
+
+    ``search_space`` maps hyper-parameter names to their default grid; a benchmark's ``sweep``
+    table may replace any of these grids. :meth:`evaluate` is called once per trial on the
+    validation split and once more, with the chosen values, on the test split.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    search_space: ClassVar[Mapping[str, tuple[float, ...]]] = {}
+    selection_metric: ClassVar[str] = "top1"
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def evaluate(self, task: EvalTask, hparams: Mapping[str, float]) -> dict[str, float]:
+        """Return metric name -> value (accuracies in percent) on ``task.target``."""
+        raise NotImplementedError
+
+
+COMPONENT_KINDS: dict[str, type] = {
+    "methods": Method,
+    "datasets": Dataset,
+    "augmentations": Augmentation,
+    "backbones": Backbone,
+    "evaluators": Evaluator,
+}
+"""Registry kind (plural, as in ``bench list KIND``) -> base class."""
