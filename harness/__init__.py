@@ -25,6 +25,7 @@ from harness.components import (
 from harness.data import ImageSet
 from harness.distributed import gather
 from harness.errors import BenchError, DataError, SpecError, UnknownComponentError
+from harness.hookspecs import Register
 
 hookimpl = pluggy.HookimplMarker("bench")
 
@@ -42,6 +43,7 @@ __all__ = [
     "Method",
     "MethodParams",
     "Params",
+    "Register",
     "SpecError",
     "UnknownComponentError",
     "gather",

@@ -184,6 +184,8 @@ class Evaluator:
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     search_space: ClassVar[Mapping[str, tuple[float, ...]]] = {}
+    sweepable: ClassVar[tuple[str, ...]] = ()
+    """Further hyper-parameter names ``evaluate`` reads from ``hparams`` (no default grid)."""
     selection_metric: ClassVar[str] = "top1"
 
     def __init__(self, params: Params) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from harness.atomic import atomic_torch_save
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,10 +121,7 @@ def cached(path: Path, build: Callable[[], dict[str, Tensor]]) -> dict[str, Tens
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
     value = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(value, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(value, path)
     return value
 
 

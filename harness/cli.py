@@ -1,0 +1,150 @@
+"""``bench``: a thin command line over the harness.
+
+    bench run FILE [--profile NAME] [--out DIR] [--data-root DIR] [--device auto|cpu|cuda] [--dry-run]
+    bench validate FILE [--profile NAME]
+    bench list [methods|datasets|augmentations|backbones|evaluators]
+    bench plugins
+    bench schema
+    bench leaderboard RESULTS_DIR... [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pluggy
+
+from harness.components import COMPONENT_KINDS, DataContext
+from harness.errors import BenchError
+from harness.leaderboard import render
+from harness.plan import Plan, make_plan
+from harness.plugins import Registry, load_registry, plugin_report
+from harness.results import read_rows, result_path
+from harness.specs import BenchmarkSpec, load_benchmark
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Benchmark self-supervised learning methods.")
+    p.add_argument("--no-plugins", action="store_true", help="load no third-party plugins (entry points)")
+    p.add_argument("-p", dest="blocked", action="append", default=[], metavar="no:NAME",
+                   help="block a plugin by name, e.g. -p no:plugins.methods.simclr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="pretrain, evaluate, record results and regenerate the leaderboard")
+    run.add_argument("file", type=Path)
+    run.add_argument("--profile", help="apply the file's [profiles.NAME] overrides")
+    run.add_argument("--out", type=Path, help="output folder (default: runs/<benchmark name>)")
+    run.add_argument("--data-root", type=Path, help="dataset root (default: $BENCH_DATA_ROOT or ./data)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--dry-run", action="store_true", help="print the job plan and exit")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bars (default: when stderr is a terminal)")
+
+    val = sub.add_parser("validate", help="check a benchmark file against the registry without running it")
+    val.add_argument("file", type=Path)
+    val.add_argument("--profile")
+
+    ls = sub.add_parser("list", help="list registered components")
+    ls.add_argument("kind", nargs="?", choices=sorted(COMPONENT_KINDS))
+    sub.add_parser("plugins", help="JSON report of loaded plugins and what they register")
+    sub.add_parser("schema", help="JSON schema of a benchmark file, with every component's params")
+
+    lb = sub.add_parser("leaderboard", help="regenerate the leaderboard from Parquet results")
+    lb.add_argument("results", type=Path, nargs="+", help="results folders or files")
+    lb.add_argument("--output", "-o", type=Path, help="write the markdown here as well as to stdout")
+    lb.add_argument("--title", default="Leaderboard")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+def _registry(args: argparse.Namespace) -> tuple[pluggy.PluginManager, Registry]:
+    blocked = [b.removeprefix("no:") for b in args.blocked]
+    return load_registry(load_entrypoints=False if args.no_plugins else None, blocked=blocked)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "leaderboard":
+        text = render(read_rows(args.results), title=args.title)
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text)
+        print(text)
+        return 0
+    pm, registry = _registry(args)
+    if args.command == "list":
+        for kind in [args.kind] if args.kind else sorted(COMPONENT_KINDS):
+            print(f"{kind}:")
+            for name in registry.names(kind):
+                entry = registry.entry(kind, name)
+                doc = (entry.cls.__doc__ or "").strip().splitlines()
+                print(f"  {name:<18} {doc[0] if doc else ''}  [{entry.distribution} {entry.version}]")
+        return 0
+    if args.command == "plugins":
+        print(json.dumps(plugin_report(pm, registry), indent=2))
+        return 0
+    if args.command == "schema":
+        print(json.dumps(_schema(registry), indent=2))
+        return 0
+    spec = load_benchmark(args.file, args.profile, registry)
+    plan = make_plan(spec, registry, args.file.name)
+    if args.command == "validate":
+        print(f"{args.file}: ok ({len(plan.pretrain_jobs)} pretraining jobs, {len(plan.eval_jobs)} evaluation jobs)")
+        return 0
+    return _run(args, spec, plan, pm, registry)
+
+
+def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
+    from harness.runner import Run, execute, log, write_leaderboard
+    from harness.train import resolve_device
+
+    out = args.out or Path("runs") / spec.name
+    if args.dry_run:
+        results = out / "results"
+        for job in plan.pretrain_jobs:
+            state = "done" if (out / "artifacts" / job.key / "encoder.pt").exists() else "todo"
+            print(f"[{state}] {job.describe()}")
+        for job in plan.eval_jobs:
+            state = "done" if result_path(results, job.key).exists() else "todo"
+            print(f"[{state}] {job.describe()}")
+        return 0
+    data_root = args.data_root or Path(os.environ.get("BENCH_DATA_ROOT", "data"))
+    cache = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ssl-bench"))
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    run = Run(spec, plan, registry, pm, out, resolve_device(args.device),
+              DataContext(root=data_root, cache_dir=cache), progress=progress)
+    t0 = time.perf_counter()
+    failed = execute(run)
+    print(write_leaderboard(run))
+    log(f"{spec.name}: {len(plan.eval_jobs) - failed} of {len(plan.eval_jobs)} evaluations recorded in {out / 'results'}, "
+        f"{failed} failed; {time.perf_counter() - t0:.1f} s; leaderboard in {out / 'leaderboard.md'}")
+    return 1 if failed else 0
+
+
+def _schema(registry: Registry) -> dict[str, object]:
+    schema = BenchmarkSpec.model_json_schema()
+    schema["x-components"] = {
+        kind: {name: registry.get(kind, name).Params.model_json_schema() for name in registry.names(kind)}
+        for kind in COMPONENT_KINDS
+    }
+    return schema
+
+
+if __name__ == "__main__":
+    sys.exit(main())

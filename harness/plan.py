@@ -1,0 +1,140 @@
+"""Expand a benchmark into jobs with content keys.
+
+A job's key hashes its fully resolved spec: plugin params with defaults filled in, data subset,
+seed, budget and the versions of the plugins involved. Same key = same work, so ``bench run`` skips
+a job whose result exists, and changing one parameter re-runs only the jobs it reaches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from harness.plugins import Registry, harness_version
+from harness.specs import (
+    BenchmarkSpec,
+    ComponentRef,
+    DatasetRef,
+    PretrainSpec,
+    eval_datasets,
+    method_pretrain,
+    resolve,
+)
+
+
+def content_key(payload: dict[str, Any]) -> str:
+    """A 16-hex-digit SHA-256 of canonical JSON."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A component with validated params (defaults filled in) and the version that registered it."""
+
+    name: str
+    params: Any
+    version: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params.model_dump(mode="json"), "version": self.version}
+
+
+@dataclass(frozen=True)
+class ResolvedDataset(Resolved):
+    train_size: int | None = None
+    test_size: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return super().payload() | {"train_size": self.train_size, "test_size": self.test_size}
+
+    @property
+    def display(self) -> str:
+        return self.name if self.train_size is None else f"{self.name}[{self.train_size}]"
+
+
+@dataclass(frozen=True)
+class PretrainJob:
+    """Pretrain one method with one seed."""
+
+    key: str
+    method: Resolved
+    label: str
+    seed: int
+    dataset: ResolvedDataset
+    backbone: Resolved
+    pretrain: PretrainSpec
+
+    def describe(self) -> str:
+        return (f"pretrain {self.key}  {self.label} seed={self.seed} on {self.dataset.display} "
+                f"backbone={self.backbone.name} epochs={self.pretrain.epochs} batch={self.pretrain.batch_size}")
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """Evaluate one pretrained encoder with one protocol on one target dataset."""
+
+    key: str
+    benchmark: str
+    pretrain: PretrainJob
+    evaluator: Resolved
+    dataset: ResolvedDataset
+    grid: dict[str, tuple[float, ...]]
+    metric: str
+    val_fraction: float
+
+    def describe(self) -> str:
+        grid = " x ".join(f"{k}{list(v)}" for k, v in self.grid.items()) or "no sweep"
+        return f"eval     {self.key}  {self.pretrain.label} seed={self.pretrain.seed} {self.evaluator.name} on {self.dataset.display} ({grid}) <- {self.pretrain.key}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    pretrain_jobs: list[PretrainJob]
+    eval_jobs: list[EvalJob]
+
+    def evals_of(self, job: PretrainJob) -> list[EvalJob]:
+        return [e for e in self.eval_jobs if e.pretrain.key == job.key]
+
+
+def _resolve(registry: Registry, kind: str, ref: ComponentRef, source: str, loc: str) -> Resolved:
+    params = resolve(registry, kind, ref, source, loc)
+    return Resolved(ref.name, params, registry.entry(kind, ref.name).version)
+
+
+def _dataset(registry: Registry, ref: DatasetRef, source: str, loc: str) -> ResolvedDataset:
+    r = _resolve(registry, "datasets", ref, source, loc)
+    return ResolvedDataset(r.name, r.params, r.version, ref.train_size, ref.test_size)
+
+
+def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark") -> Plan:
+    """Every (method, seed) pretraining job and every (encoder, evaluation, dataset) job."""
+    pretrain_jobs: list[PretrainJob] = []
+    eval_jobs: list[EvalJob] = []
+    for i, m in enumerate(spec.methods):
+        pre = method_pretrain(spec, i, source)
+        method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
+        dataset = _dataset(registry, pre.dataset, source, "pretrain.dataset")
+        backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
+        budget = pre.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
+        if not registry.get("methods", m.name).trains:
+            budget = {}  # nothing is trained: the budget does not change the encoder
+        for seed in spec.seeds:
+            key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
+                               "backbone": backbone.payload(), "budget": budget, "seed": seed,
+                               "harness": harness_version()})
+            pretrain_jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, pre))
+    for j, ev in enumerate(spec.evaluations):
+        evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source, f"evaluations[{j}]")
+        cls = registry.get("evaluators", ev.name)
+        grid = {k: tuple(v) for k, v in cls.search_space.items()} | {k: tuple(v) for k, v in ev.sweep.items()}
+        metric = ev.metric or cls.selection_metric
+        for k, ref in enumerate(eval_datasets(spec, ev)):
+            target = _dataset(registry, ref, source, f"evaluations[{j}].datasets[{k}]")
+            for job in pretrain_jobs:
+                key = content_key({"kind": "eval", "benchmark": spec.name, "pretrain": job.key, "label": job.label,
+                                   "evaluator": evaluator.payload(), "dataset": target.payload(), "grid": grid,
+                                   "metric": metric, "val_fraction": spec.val_fraction, "harness": harness_version()})
+                eval_jobs.append(EvalJob(key, spec.name, job, evaluator, target, grid, metric, spec.val_fraction))
+    return Plan(pretrain_jobs, eval_jobs)

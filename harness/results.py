@@ -1,0 +1,133 @@
+"""Parquet results: one row per metric value, one file per finished job, written atomically.
+
+The schema is versioned in code (:data:`SCHEMA_VERSION`). Files are named by job key, so a finished
+job is found by its key and nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from harness.atomic import atomic_write
+from harness.errors import BenchError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = pa.schema([
+    ("schema_version", pa.int32()),
+    ("benchmark", pa.string()),
+    ("job_key", pa.string()),
+    ("pretrain_key", pa.string()),
+    ("method", pa.string()),
+    ("label", pa.string()),
+    ("method_params", pa.string()),       # JSON
+    ("backbone", pa.string()),
+    ("pretrain_dataset", pa.string()),
+    ("pretrain_epochs", pa.int32()),
+    ("pretrain_steps", pa.int64()),
+    ("pretrain_batch_size", pa.int32()),
+    ("pretrain_wall_s", pa.float64()),
+    ("pretrain_images_per_s", pa.float64()),
+    ("pretrain_final_loss", pa.float64()),
+    ("pretrain_epoch_losses", pa.list_(pa.float64())),
+    ("evaluator", pa.string()),
+    ("evaluator_params", pa.string()),    # JSON
+    ("dataset", pa.string()),
+    ("label_fraction", pa.float64()),
+    ("seed", pa.int64()),
+    ("split", pa.string()),
+    ("metric", pa.string()),
+    ("value", pa.float64()),
+    ("hparams", pa.string()),             # JSON of the chosen hyper-parameters
+    ("trials", pa.int32()),
+    ("val_score", pa.float64()),
+    ("eval_wall_s", pa.float64()),
+    ("device", pa.string()),
+    ("harness_version", pa.string()),
+    ("plugin_versions", pa.string()),     # JSON {component: version}
+    ("torch_version", pa.string()),
+    ("git_sha", pa.string()),
+    ("host", pa.string()),
+    ("timestamp", pa.string()),
+    ("status", pa.string()),
+])
+
+
+def result_path(results_dir: Path, job_key: str) -> Path:
+    return results_dir / f"{job_key}.parquet"
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows (dicts keyed by SCHEMA's names) to one Parquet file, atomically."""
+    table = pa.Table.from_pylist([{**r, "schema_version": SCHEMA_VERSION} for r in rows], schema=SCHEMA)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def parquet_files(dirs: Iterable[Path]) -> list[Path]:
+    """Every ``*.parquet`` under the given folders (recursively) or the given files, sorted."""
+    files: list[Path] = []
+    for d in dirs:
+        if d.is_file():
+            files.append(d)
+        elif d.is_dir():
+            files.extend(p for p in d.rglob("*.parquet") if not p.name.startswith("."))
+        else:
+            raise BenchError(f"{d}: no such results folder")
+    return sorted(files)
+
+
+def read_rows(dirs: Iterable[Path]) -> list[dict[str, Any]]:
+    """All result rows under the folders; a duplicate job key (copied twice) counts once."""
+    rows, seen = [], set()
+    for f in parquet_files(dirs):
+        try:
+            table = pq.read_table(f)
+        except Exception as exc:
+            raise BenchError(f"{f}: not a readable results file ({exc})") from None
+        for row in table.to_pylist():
+            ident = (row.get("job_key"), row.get("metric"), row.get("split"))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            rows.append(row)
+    return rows
+
+
+def provenance() -> dict[str, str]:
+    """Where and with what a row was computed."""
+    return {
+        "torch_version": torch.__version__,
+        "git_sha": _git_sha(),
+        "host": platform.node(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{os.cpu_count()} ({platform.machine()})"
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

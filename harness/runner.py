@@ -1,0 +1,209 @@
+"""Execute a plan: pretrain what is missing (resuming), evaluate, record, regenerate the leaderboard.
+
+Layout of an output folder::
+
+    <out>/artifacts/<pretrain key>/encoder.pt    backbone weights of a finished pretraining
+    <out>/artifacts/<pretrain key>/pretrain.json PretrainStats
+    <out>/artifacts/<pretrain key>/last.pt       resumable state of an unfinished pretraining
+    <out>/artifacts/<pretrain key>/features/     cached features per dataset split
+    <out>/results/<eval key>.parquet             result rows of a finished evaluation
+    <out>/logs/<key>.log                         traceback of a failed job
+    <out>/leaderboard.md                         regenerated after every run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import torch
+from torch import nn
+
+from harness.atomic import atomic_torch_save, atomic_write_text
+from harness.components import Backbone, DataContext, EvalTask
+from harness.data import ImageSet, balanced_subset
+from harness.errors import BenchError
+from harness.features import FeatureCache
+from harness.leaderboard import render
+from harness.plan import EvalJob, Plan, PretrainJob, ResolvedDataset
+from harness.plugins import Registry, harness_version
+from harness.results import device_name, dumps, provenance, read_rows, result_path, write_rows
+from harness.specs import BenchmarkSpec
+from harness.sweep import sweep_and_test
+from harness.train import CHECKPOINT, PretrainStats, pretrain
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Run:
+    """One ``bench run``: the spec, its plan and where everything goes."""
+
+    spec: BenchmarkSpec
+    plan: Plan
+    registry: Registry
+    pm: pluggy.PluginManager
+    out_dir: Path
+    device: torch.device
+    data: DataContext
+    progress: bool = True
+    failed: list[str] = field(default_factory=list)
+    _splits: dict[str, ImageSet] = field(default_factory=dict)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.out_dir / "results"
+
+    def artifacts(self, job: PretrainJob) -> Path:
+        return self.out_dir / "artifacts" / job.key
+
+    def load_split(self, ds: ResolvedDataset, split: str) -> ImageSet:
+        """A dataset split (with the benchmark's class-balanced subset applied), loaded once per run."""
+        size = ds.train_size if split == "train" else ds.test_size
+        memo = dumps([ds.payload(), split])
+        if memo not in self._splits:
+            dataset = self.registry.get("datasets", ds.name)(ds.params)
+            if split not in dataset.splits:
+                raise BenchError(f"dataset '{ds.name}' has no '{split}' split; it has {', '.join(dataset.splits)}")
+            full = dataset.load(split, self.data)
+            if size is not None and size < len(full):
+                idx = balanced_subset(full.labels, size, seed=0)
+                full = ImageSet(full.images[idx], full.labels[idx], full.classes, f"{full.key}|balanced{size}")
+            self._splits[memo] = full
+        return self._splits[memo]
+
+
+def execute(run: Run) -> int:
+    """Run every unfinished job; returns the number of failed jobs. Finished jobs are skipped."""
+    run.pm.hook.bench_run_started(run=run)
+    total = len(run.plan.eval_jobs)
+    done = 0
+    for pjob in run.plan.pretrain_jobs:
+        evals = run.plan.evals_of(pjob)
+        todo = [e for e in evals if not result_path(run.results_dir, e.key).exists()]
+        for e in evals:
+            if e not in todo:
+                done += 1
+                run.pm.hook.bench_job_finished(job=e, result={"status": "cached"})
+        if not todo:
+            continue
+        try:
+            stats = ensure_pretrained(run, pjob)
+            encoder = load_encoder(run, pjob)
+        except Exception as exc:
+            _fail(run, pjob, exc)
+            done += len(todo)
+            continue
+        features = FeatureCache(encoder, run.device, run.artifacts(pjob) / "features")
+        for e in todo:
+            done += 1
+            try:
+                t0 = time.perf_counter()
+                rows = evaluate(run, e, encoder, features, stats)
+                write_rows(result_path(run.results_dir, e.key), rows)
+                summary = ", ".join(f"{r['metric']} {r['value']:.2f}" for r in rows)
+                log(f"[{done}/{total}] {e.pretrain.label} seed {e.pretrain.seed} | {e.evaluator.name} on {e.dataset.display}: "
+                    f"{summary} ({time.perf_counter() - t0:.1f} s)")
+                run.pm.hook.bench_job_finished(job=e, result={"status": "ok", "rows": rows})
+            except Exception as exc:
+                _fail(run, e, exc)
+    run.pm.hook.bench_run_finished(run=run, failed=len(run.failed))
+    return len(run.failed)
+
+
+def _fail(run: Run, job: PretrainJob | EvalJob, exc: BaseException) -> None:
+    path = run.out_dir / "logs" / f"{job.key}.log"
+    atomic_write_text(path, "".join(traceback.format_exception(exc)))
+    reason = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc} (traceback in {path})"
+    log(f"FAILED {job.describe()}\n  {reason}")
+    run.failed.append(job.key)
+    run.pm.hook.bench_job_finished(job=job, result={"status": "failed", "error": reason})
+
+
+def build_backbone(run: Run, job: PretrainJob) -> Backbone:
+    return run.registry.get("backbones", job.backbone.name)(job.backbone.params)  # type: ignore[no-any-return]
+
+
+def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
+    """Pretrain ``job`` unless its encoder exists; resumes from ``last.pt`` when there is one."""
+    folder = run.artifacts(job)
+    if (folder / "encoder.pt").exists():
+        return PretrainStats(**json.loads((folder / "pretrain.json").read_text()))
+    train = run.load_split(job.dataset, "train")
+    torch.manual_seed(job.seed)
+    method_cls = run.registry.get("methods", job.method.name)
+    method = method_cls(job.method.params, build_backbone(run, job), num_classes=train.num_classes)
+    stats = PretrainStats()
+    if method_cls.trains and job.pretrain.epochs > 0:
+        pipelines = {name: run.registry.get("augmentations", name)(run.registry.get("augmentations", name).Params())
+                     for name in method.views}
+        resumed = (folder / CHECKPOINT).exists()
+        log(f"{'resuming' if resumed else 'pretraining'} {job.label} seed {job.seed} "
+            f"({job.pretrain.epochs} epochs of {job.dataset.display} on {run.device})")
+        stats = pretrain(method, pipelines, train, job.pretrain, seed=job.seed, device=run.device,
+                         workdir=folder, progress=run.progress, desc=f"{job.label} s{job.seed}")
+        log(f"pretrained {job.label} seed {job.seed}: {stats.steps} steps, loss {stats.final_loss:.3f}, "
+            f"{stats.images_per_s:.0f} img/s, {stats.train_s:.0f} s")
+    atomic_torch_save(method.backbone.state_dict(), folder / "encoder.pt")
+    atomic_write_text(folder / "pretrain.json", json.dumps(stats.as_dict()))
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
+    return stats
+
+
+def load_encoder(run: Run, job: PretrainJob) -> nn.Module:
+    """The frozen pretrained backbone of ``job`` on the run's device, in eval mode."""
+    backbone = build_backbone(run, job)
+    backbone.load_state_dict(torch.load(run.artifacts(job) / "encoder.pt", map_location="cpu", weights_only=True))
+    backbone.to(run.device).eval().requires_grad_(False)
+    return backbone
+
+
+def evaluate(run: Run, job: EvalJob, encoder: nn.Module, features: FeatureCache, stats: PretrainStats) -> list[dict[str, Any]]:
+    """Sweep the evaluator on validation data, score the test split; returns result rows."""
+    t0 = time.perf_counter()
+    train, test = run.load_split(job.dataset, "train"), run.load_split(job.dataset, "test")
+    features.register_source(train)
+    features.register_source(test)
+    evaluator = run.registry.get("evaluators", job.evaluator.name)(job.evaluator.params)
+
+    def make_task(fit: ImageSet, target: ImageSet) -> EvalTask:
+        return EvalTask(encoder=encoder, fit=fit, target=target, num_classes=train.num_classes,
+                        features=features, device=run.device, seed=job.pretrain.seed)
+
+    outcome = sweep_and_test(evaluator, make_task, train, test, job.grid, metric=job.metric,
+                             val_fraction=job.val_fraction, seed=job.pretrain.seed)
+    p = job.pretrain
+    base = {
+        "benchmark": job.benchmark, "job_key": job.key, "pretrain_key": p.key, "method": p.method.name,
+        "label": p.label, "method_params": dumps(p.method.params.model_dump(mode="json")),
+        "backbone": p.backbone.name, "pretrain_dataset": p.dataset.display, "pretrain_epochs": p.pretrain.epochs,
+        "pretrain_steps": stats.steps, "pretrain_batch_size": stats.batch_size or p.pretrain.batch_size,
+        "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
+        "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
+        "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
+        "dataset": job.dataset.display, "label_fraction": 1.0, "seed": p.seed, "split": "test",
+        "hparams": dumps(outcome.hparams), "trials": outcome.trials, "val_score": outcome.val_score,
+        "eval_wall_s": time.perf_counter() - t0, "device": device_name(run.device),
+        "harness_version": harness_version(), "status": "ok",
+        "plugin_versions": dumps({f"{kind}:{r.name}": r.version for kind, r in
+                                  (("method", p.method), ("backbone", p.backbone), ("dataset", p.dataset),
+                                   ("evaluator", job.evaluator))}),
+        **provenance(),
+    }
+    return [base | {"metric": m, "value": float(v)} for m, v in outcome.metrics.items()]
+
+
+def write_leaderboard(run: Run) -> str:
+    """Regenerate ``<out>/leaderboard.md`` from every result in the output folder; returns it."""
+    text = render(read_rows([run.results_dir]) if run.results_dir.exists() else [], title=f"Leaderboard: {run.spec.name}")
+    atomic_write_text(run.out_dir / "leaderboard.md", text)
+    return text

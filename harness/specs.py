@@ -1,0 +1,272 @@
+"""Pydantic models of a benchmark file, and ``load_benchmark(path, profile)``.
+
+The core validates the file's structure and each ``{name, params}`` pair's name; every component
+then validates its own ``params`` with its ``Params`` model. Errors cite the file and dotted key::
+
+    transfer.toml: methods[2].params.temperature: Input should be greater than 0 (got -1)
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import SpecError, UnknownComponentError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from harness.plugins import Registry
+
+
+class Spec(BaseModel):
+    """Base of every benchmark-file table: unknown keys are errors, values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ComponentRef(Spec):
+    """A plugin by name with its parameters (validated by the plugin's own ``Params``)."""
+
+    name: str
+    """Registered name of the component."""
+    params: dict[str, Any] = {}
+    """Parameters of the component; see ``bench schema`` for each component's fields."""
+
+
+class DatasetRef(ComponentRef):
+    """A dataset plugin plus the subset of it a benchmark uses."""
+
+    train_size: Annotated[int, Field(gt=0)] | None = None
+    """Class-balanced subset of the training split (seeded, nested across sizes); None = all."""
+    test_size: Annotated[int, Field(gt=0)] | None = None
+    """Class-balanced subset of the test split; None = all."""
+
+
+class OptimizerSpec(Spec):
+    """The pretraining optimizer (seed 000: SGD momentum 0.9; SimCLR's paper: LARS)."""
+
+    name: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
+    """Optimizer."""
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    """Peak learning rate."""
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """Momentum (SGD, LARS)."""
+    nesterov: bool = False
+    """Nesterov momentum (SGD)."""
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    """Weight decay (decoupled for AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    trust_coefficient: Annotated[float, Field(gt=0)] = 0.001
+    """LARS trust coefficient (You et al. 2017, arXiv:1708.03888)."""
+
+
+class ScheduleSpec(Spec):
+    """Learning-rate schedule, stepped every optimizer step."""
+
+    name: Literal["constant", "step", "cosine"] = "cosine"
+    """constant; step (lr * gamma every step_epochs, seed 000: x0.9 every 10 epochs); cosine."""
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    """Linear warm-up from 0, in epochs."""
+    step_epochs: Annotated[float, Field(gt=0)] = 10.0
+    """Epochs between decays of the step schedule."""
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Decay factor of the step schedule."""
+    final_lr_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Cosine floor as a fraction of the peak lr."""
+
+
+class PretrainSpec(Spec):
+    """How encoders are pretrained (shared by all methods unless a method overrides it)."""
+
+    dataset: DatasetRef
+    """Pretraining dataset."""
+    backbone: ComponentRef
+    """Encoder architecture."""
+    epochs: Annotated[int, Field(ge=0)] = 10
+    """Passes over the pretraining set."""
+    batch_size: Annotated[int, Field(gt=0)] = 256
+    """Images per optimizer step."""
+    optimizer: OptimizerSpec = OptimizerSpec()
+    """Optimizer."""
+    schedule: ScheduleSpec = ScheduleSpec()
+    """Learning-rate schedule."""
+    checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50
+    """Steps between resumable checkpoints (not part of the job key: it does not change results)."""
+
+
+class MethodSpec(Spec):
+    """One method of the benchmark."""
+
+    name: str
+    """Registered method name."""
+    label: str | None = None
+    """Row label in the leaderboard (e.g. "SimCLR v2.1"); default: the name."""
+    params: dict[str, Any] = {}
+    """Parameters of the method."""
+    pretrain: dict[str, Any] = {}
+    """Overrides of the [pretrain] table for this method (e.g. its own optimizer or epochs)."""
+
+
+class EvaluationSpec(Spec):
+    """One evaluation protocol applied to every pretrained encoder."""
+
+    name: str
+    """Registered evaluator name."""
+    params: dict[str, Any] = {}
+    """Parameters of the evaluator."""
+    datasets: list[str | DatasetRef] = []
+    """Target datasets; a bare name equal to the pretraining dataset's reuses its table. Default: it."""
+    sweep: dict[str, list[float]] = {}
+    """Grids replacing the evaluator's default search space, chosen on the validation split."""
+    metric: str | None = None
+    """Validation metric that picks the sweep's winner; default: the evaluator's (top1)."""
+
+
+class BenchmarkSpec(Spec):
+    """A benchmark file."""
+
+    name: str
+    """Benchmark name (results and leaderboard sections carry it)."""
+    description: str = ""
+    """What the benchmark reproduces."""
+    seeds: list[int] = Field(default=[0], min_length=1)
+    """Seeds; every method is pretrained and evaluated once per seed."""
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    """Fraction of each training split held out (stratified) to choose hyper-parameters."""
+    pretrain: PretrainSpec
+    """Shared pretraining settings."""
+    methods: list[MethodSpec] = Field(min_length=1)
+    """Methods to compare."""
+    evaluations: list[EvaluationSpec] = Field(min_length=1)
+    """Evaluation protocols."""
+    profiles: dict[str, dict[str, Any]] = {}
+    """Named overrides (deep-merged into the file by ``--profile NAME``)."""
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in; tables merge recursively, other values replace."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def format_loc(loc: tuple[str | int, ...]) -> str:
+    """('methods', 2, 'params', 'temperature') -> 'methods[2].params.temperature'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def raise_validation(source: str, err: ValidationError, prefix: tuple[str | int, ...] = ()) -> None:
+    """Turn a pydantic error into a SpecError citing the file and the dotted key of each problem."""
+    lines = []
+    for e in err.errors():
+        loc = format_loc(prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)))
+        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict) else ""
+        lines.append(f"{loc}: {e['msg']}{got}")
+    first, *rest = lines
+    loc, _, msg = first.partition(": ")
+    raise SpecError(source, loc, msg + "".join(f"\n  {source}: {line}" for line in rest)) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(str(path), "", "benchmark file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), "", f"not valid TOML: {exc}") from None
+
+
+def load_benchmark(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> BenchmarkSpec:
+    """Read a benchmark file, apply a profile, validate it (and, given a registry, every plugin's params)."""
+    path = Path(path)
+    raw = read_toml(path)
+    source = path.name
+    if profile is not None:
+        profiles = raw.get("profiles", {})
+        if profile not in profiles:
+            raise SpecError(source, "profiles", f"no profile '{profile}'; available: {', '.join(sorted(profiles)) or '(none)'}")
+        raw = deep_merge(raw, profiles[profile])
+    try:
+        spec = BenchmarkSpec.model_validate(raw)
+    except ValidationError as err:
+        raise_validation(source, err)
+    if registry is not None:
+        validate_components(spec, registry, source)
+    return spec
+
+
+def method_pretrain(spec: BenchmarkSpec, index: int, source: str = "benchmark") -> PretrainSpec:
+    """The [pretrain] table with method ``index``'s overrides merged in."""
+    method = spec.methods[index]
+    if not method.pretrain:
+        return spec.pretrain
+    merged = deep_merge(spec.pretrain.model_dump(), method.pretrain)
+    try:
+        return PretrainSpec.model_validate(merged)
+    except ValidationError as err:
+        raise_validation(source, err, ("methods", index, "pretrain"))
+        raise  # unreachable
+
+
+def resolve(registry: Registry, kind: str, ref: ComponentRef, source: str, loc: str) -> Any:
+    """Look a component up and validate its params; returns its ``Params`` instance."""
+    try:
+        cls = registry.get(kind, ref.name)
+    except UnknownComponentError as exc:
+        raise SpecError(source, f"{loc}.name", str(exc)) from None
+    try:
+        return cls.Params.model_validate(ref.params)
+    except ValidationError as err:
+        prefix = tuple(int(p) if p.isdigit() else p for p in loc.replace("[", ".").replace("]", "").split(".")) + ("params",)
+        raise_validation(source, err, prefix)
+
+
+def eval_datasets(spec: BenchmarkSpec, evaluation: EvaluationSpec) -> list[DatasetRef]:
+    """Target datasets of an evaluation; bare names equal to the pretraining dataset reuse its table."""
+    if not evaluation.datasets:
+        return [spec.pretrain.dataset]
+    out = []
+    for ds in evaluation.datasets:
+        if isinstance(ds, str):
+            ds = spec.pretrain.dataset if ds == spec.pretrain.dataset.name else DatasetRef(name=ds)
+        out.append(ds)
+    return out
+
+
+def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) -> None:
+    """Check every component name and params against the registry, and the views and sweeps."""
+    for i, method in enumerate(spec.methods):
+        pre = method_pretrain(spec, i, source)
+        params = resolve(registry, "methods", ComponentRef(name=method.name, params=method.params), source, f"methods[{i}]")
+        for view in getattr(params, "views", ()):
+            if view not in registry.names("augmentations"):
+                raise SpecError(source, f"methods[{i}].params.views", str(UnknownComponentError("augmentation", view, registry.names("augmentations"))))
+        where = f"methods[{i}].pretrain" if method.pretrain else "pretrain"
+        resolve(registry, "datasets", pre.dataset, source, f"{where}.dataset")
+        resolve(registry, "backbones", pre.backbone, source, f"{where}.backbone")
+    for j, evaluation in enumerate(spec.evaluations):
+        resolve(registry, "evaluators", ComponentRef(name=evaluation.name, params=evaluation.params), source, f"evaluations[{j}]")
+        evaluator = registry.get("evaluators", evaluation.name)
+        allowed = set(evaluator.search_space) | set(evaluator.sweepable)
+        for key in evaluation.sweep:
+            if key not in allowed:
+                raise SpecError(source, f"evaluations[{j}].sweep.{key}", f"'{evaluation.name}' cannot sweep '{key}'; it sweeps: {', '.join(sorted(allowed)) or '(nothing)'}")
+        for k, ds in enumerate(eval_datasets(spec, evaluation)):
+            resolve(registry, "datasets", ds, source, f"evaluations[{j}].datasets[{k}]")

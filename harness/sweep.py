@@ -1,0 +1,91 @@
+"""Hyper-parameter sweeps of an evaluator with Optuna, chosen on a validation split.
+
+The validation split is carved (stratified, seeded) from the training split. Every grid cell is
+fitted on the rest of the training split and scored on the validation split; the best cell is refit
+on the whole training split and scored once on the test split. The test split never chooses anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import optuna
+
+from harness.components import EvalTask, Evaluator
+from harness.data import ImageSet, stratified_split
+from harness.errors import BenchError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TaskFactory = Callable[[ImageSet, ImageSet], EvalTask]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """The chosen hyper-parameters, how many trials chose them, and the test metrics."""
+
+    hparams: dict[str, float]
+    trials: int
+    val_score: float | None
+    metrics: dict[str, float]
+
+
+def grid_size(grid: Mapping[str, tuple[float, ...]]) -> int:
+    return math.prod(len(v) for v in grid.values())
+
+
+def sweep_and_test(
+    evaluator: Evaluator,
+    make_task: TaskFactory,
+    train: ImageSet,
+    test: ImageSet,
+    grid: Mapping[str, tuple[float, ...]],
+    *,
+    metric: str,
+    val_fraction: float,
+    seed: int,
+) -> SweepOutcome:
+    """Choose ``grid``'s best cell by ``metric`` on a validation split, then score the test split.
+
+    Args:
+        evaluator: the protocol.
+        make_task: builds an EvalTask from (fit, target) ImageSets.
+        train: the whole training split.
+        test: the test split.
+        grid: hyper-parameter name -> candidate values; an empty or one-cell grid needs no trials.
+        metric: key of the evaluator's metrics that the sweep maximises.
+        val_fraction: share of every class held out for validation.
+        seed: seeds the carve-out and Optuna's grid order.
+    """
+    chosen = {k: v[0] for k, v in grid.items()}
+    trials, val_score = 0, None
+    if grid_size(grid) > 1:
+        rest, val = stratified_split(train.labels, val_fraction, seed)
+        task = make_task(train.subset(rest), train.subset(val))
+
+        def objective(trial: optuna.Trial) -> float:
+            hp = {k: trial.suggest_categorical(k, list(v)) for k, v in grid.items()}
+            scores = evaluator.evaluate(task, hp)
+            if metric not in scores:
+                raise BenchError(f"evaluator '{evaluator.name}' reports {sorted(scores)}, not the sweep metric '{metric}'")
+            return scores[metric]
+
+        sampler = optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(objective, n_trials=grid_size(grid))
+        best = _first_best(study, grid)
+        chosen, trials, val_score = dict(best.params), len(study.trials), float(best.value)  # type: ignore[arg-type]
+    metrics = evaluator.evaluate(make_task(train, test), chosen)
+    return SweepOutcome(chosen, trials, val_score, metrics)
+
+
+def _first_best(study: optuna.Study, grid: Mapping[str, tuple[float, ...]]) -> optuna.trial.FrozenTrial:
+    """The best trial, ties broken by grid order (so reruns and other seeds choose alike)."""
+    done = [t for t in study.trials if t.value is not None]
+    top = max(float(t.value) for t in done)  # type: ignore[arg-type]
+    order = {cell: i for i, cell in enumerate(itertools.product(*grid.values()))}
+    ties = [t for t in done if t.value == top]
+    return min(ties, key=lambda t: order[tuple(t.params[k] for k in grid)])

@@ -1,0 +1,185 @@
+"""The generic pretraining loop: device, precision, resumable checkpoints, progress.
+
+Data stays a uint8 tensor on the device; each step indexes a batch, augments it there with the
+method's pipelines (random parameters per sample, drawn from a per-step seeded generator) and takes
+one optimizer step. Every ``checkpoint_every_steps`` the whole state (model, optimizer, schedule,
+step, loss history) is written atomically to ``last.pt``; a rerun resumes from it. Batch order and
+augmentation depend only on (seed, epoch) and (seed, step), so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from harness.atomic import atomic_torch_save
+from harness.components import Augmentation, Batch, Method
+from harness.data import ImageSet, normalize, to_float
+from harness.errors import BenchError
+from harness.optim import build_optimizer, build_schedule
+from harness.specs import PretrainSpec
+
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class PretrainStats:
+    """What a pretraining run reports (stored beside the encoder and copied into result rows)."""
+
+    steps: int = 0
+    steps_per_epoch: int = 0
+    batch_size: int = 0
+    images_seen: int = 0
+    train_s: float = 0.0
+    """Seconds spent in training steps, summed over resumed sessions."""
+    images_per_s: float = 0.0
+    final_loss: float = float("nan")
+    epoch_losses: list[float] = field(default_factory=list)
+    """Mean loss of each epoch."""
+    resumed_from_step: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of step ``step``'s augmentation generator (independent streams per seed and step)."""
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**63)
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
+    """The permutation of ``n`` rows used in ``epoch``."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
+def pretrain(
+    method: Method,
+    pipelines: Mapping[str, Augmentation],
+    data: ImageSet,
+    spec: PretrainSpec,
+    *,
+    seed: int,
+    device: torch.device,
+    workdir: Path,
+    progress: bool = True,
+    desc: str = "pretrain",
+) -> PretrainStats:
+    """Train ``method`` on ``data`` for ``spec.epochs`` epochs, resuming from ``workdir/last.pt``.
+
+    Args:
+        method: the method module (backbone and heads), already seeded and built.
+        pipelines: augmentation pipelines by name; ``method.views`` picks from them.
+        data: training images, uint8 (N, C, H, W), and labels (N,).
+        spec: budget, optimizer and schedule.
+        seed: seeds batch order and augmentation.
+        device: where to train.
+        workdir: folder of the resumable checkpoint.
+        progress: show a progress bar on stderr.
+        desc: progress bar label.
+    """
+    n = len(data)
+    batch_size = min(spec.batch_size, n)
+    steps_per_epoch = n // batch_size
+    total = spec.epochs * steps_per_epoch
+    cuda = device.type == "cuda"
+    method.to(device)
+    if cuda:
+        method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(spec.optimizer, method)
+    schedule = build_schedule(spec.schedule, optimizer, total, steps_per_epoch)
+    stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size)
+    step_losses: list[Tensor] = []
+    ckpt_path = workdir / CHECKPOINT
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        stats = PretrainStats(**state["stats"])
+        stats.resumed_from_step = stats.steps
+        step_losses = [torch.tensor(v) for v in state["step_losses"]]
+
+    images, labels = data.images.to(device), data.labels.to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    method.train()
+    bar = tqdm(total=total, initial=stats.steps, desc=desc, unit="step", disable=not progress,
+               leave=False, mininterval=0.5, dynamic_ncols=True)
+    order = None
+    t0, steps_this_session = time.perf_counter(), 0
+    for step in range(stats.steps, total):
+        epoch, i = divmod(step, steps_per_epoch)
+        if order is None or i == 0:
+            order = epoch_order(n, seed, epoch, device)
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        x = to_float(images[idx])
+        g = torch.Generator(device=device).manual_seed(step_seed(seed, step))
+        views = [normalize(pipelines[name](x, generator=g)) for name in method.views]
+        if cuda:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with autocast:
+            loss = method.loss(Batch(views=views, labels=labels[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        method.on_step_end(step + 1, total)
+        step_losses.append(loss.detach().float())
+        steps_this_session += 1
+        stats.steps = step + 1
+        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+            _close_epoch(stats, step_losses, steps_per_epoch, desc)
+        if progress:
+            if step % 10 == 0:
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{steps_this_session * batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
+            bar.update(1)
+        if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < total:
+            _checkpoint(ckpt_path, method, optimizer, schedule, stats, step_losses, t0, steps_this_session)
+    bar.close()
+    if cuda:
+        torch.cuda.synchronize()
+    _account_time(stats, t0, steps_this_session)
+    return stats
+
+
+def _close_epoch(stats: PretrainStats, step_losses: list[Tensor], steps_per_epoch: int, desc: str) -> None:
+    epoch_losses = torch.stack(step_losses[-steps_per_epoch:]).cpu()
+    mean = float(epoch_losses.mean())
+    if not math.isfinite(mean):
+        raise BenchError(f"{desc}: the loss is not finite ({mean}) in epoch {len(stats.epoch_losses) + 1}; lower the learning rate")
+    stats.epoch_losses.append(mean)
+    stats.final_loss = float(epoch_losses[-1])
+
+
+def _account_time(stats: PretrainStats, t0: float, steps_this_session: int) -> None:
+    stats.train_s += time.perf_counter() - t0
+    stats.images_seen += steps_this_session * stats.batch_size
+    stats.images_per_s = stats.images_seen / stats.train_s if stats.train_s > 0 else 0.0
+
+
+def _checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer, schedule: Any,
+                stats: PretrainStats, step_losses: list[Tensor], t0: float, steps_this_session: int) -> None:
+    snapshot = PretrainStats(**stats.as_dict())
+    _account_time(snapshot, t0, steps_this_session)
+    atomic_torch_save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                       "schedule": schedule.state_dict(), "stats": snapshot.as_dict(),
+                       "step_losses": [float(v) for v in step_losses[-snapshot.steps_per_epoch:]]}, path)

@@ -1,0 +1,56 @@
+"""Supervised-style pipelines: random resized crop + flip, and the identity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from harness import Augmentation, Params, hookimpl
+from harness.augment import random_resized_crop
+
+
+class CropFlip(Augmentation):
+    """The standard supervised recipe: random resized crop (scale 0.35..1 by default) and flip.
+
+    Crop and flip are one bilinear resampling (see :func:`harness.augment.crop_resize`), without
+    antialiasing. Used by the supervised baseline.
+    """
+
+    name = "crop_flip"
+
+    class Params(Params):
+        crop_scale_min: Annotated[float, Field(gt=0, le=1)] = 0.35
+        """Smallest crop area as a fraction of the image area (the largest is 1)."""
+        flip_p: Annotated[float, Field(ge=0, le=1)] = 0.5
+        """Probability of a horizontal flip."""
+        size: Annotated[int, Field(gt=0)] | None = None
+        """Output side in pixels; None keeps the input height."""
+
+    params: CropFlip.Params
+
+    def __call__(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
+        """Shape: (B, C, H, W) -> (B, C, S, S), S = size or H."""
+        p = self.params
+        return random_resized_crop(
+            images, p.size or images.shape[-2], scale=(p.crop_scale_min, 1.0), generator=generator, flip_p=p.flip_p
+        )
+
+
+class Identity(Augmentation):
+    """No augmentation: returns the images it is given (the same tensor, not a copy); for evaluation."""
+
+    name = "identity"
+
+    def __call__(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
+        """Shape: (B, C, H, W) -> (B, C, H, W)."""
+        return images
+
+
+@hookimpl
+def bench_register_augmentations(register: Callable[[type], None]) -> None:
+    register(CropFlip)
+    register(Identity)

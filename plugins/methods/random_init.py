@@ -1,0 +1,21 @@
+"""Random-init baseline: the backbone as initialised, never trained.
+
+The lower reference of every table in the studies (seed 000's "random init" rows). A method that
+does not beat it has learned nothing.
+"""
+
+from __future__ import annotations
+
+from harness import Method, Register, hookimpl
+
+
+class RandomInit(Method):
+    """No pretraining: the harness saves the seeded initial backbone and skips the training loop."""
+
+    name = "random_init"
+    trains = False
+
+
+@hookimpl
+def bench_register_methods(register: Register) -> None:
+    register(RandomInit)

@@ -1,0 +1,89 @@
+"""SimCLR: contrastive learning with NT-Xent between two augmented views of each image.
+
+- [0] Chen, Kornblith, Norouzi, Hinton. A Simple Framework for Contrastive Learning of Visual
+  Representations. ICML 2020, arXiv:2002.05709.
+
+Defaults: temperature 0.5 and a 2-layer MLP head (hidden = feature dim, output 128), as [0] used for
+CIFAR-10 (appendix B.9). Seed 000 of the studies uses temperature 0.7; seed 002 a 2048-d output.
+Study variants are views, not code: v1 = ("simclr", "simclr"), v2.1 = ("simclr", "jigsaw_2x2"),
+v2.2 = ("simclr+jigsaw_2x2", "jigsaw_2x2").
+
+Deviations from [0]: the optimizer is chosen by the benchmark file (LARS in [0]); negatives come from
+the global batch through :func:`harness.gather` exactly as in [0], but batch norm is not synchronised
+across processes unless the benchmark asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """Normalised-temperature cross-entropy of [0], eq. 1, averaged over all 2N anchors.
+
+    Row i of ``z1`` and row i of ``z2`` are a positive pair; every other row of both is a negative.
+
+    Args:
+        z1: embeddings of the first views, shape (N, D).
+        z2: embeddings of the second views, shape (N, D).
+        temperature: softmax temperature (> 0).
+
+    Returns:
+        Scalar loss.
+    """
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """The 2-layer projection head g(.) of [0]: Linear-BN-ReLU-Linear. Shape: (B, in) -> (B, out)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class SimCLR(Method):
+    """SimCLR [0]: two views per image, MLP projection, NT-Xent over the (global) batch."""
+
+    name = "simclr"
+
+    class Params(MethodParams):
+        views: tuple[str, str] = ("simclr", "simclr")
+        """The two augmentation pipelines (v1: simclr + simclr)."""
+        temperature: Annotated[float, Field(gt=0)] = 0.5
+        """Softmax temperature of NT-Xent ([0] uses 0.5 on CIFAR-10; seed 000 uses 0.7)."""
+        proj_hidden_dim: Annotated[int, Field(gt=0)] | None = None
+        """Hidden width of the projection MLP; None = the backbone's feature dimension, as in [0]."""
+        proj_dim: Annotated[int, Field(gt=0)] = 128
+        """Output dimension of the projection MLP."""
+
+    params: Params
+
+    def __init__(self, params: Params, backbone: Backbone, *, num_classes: int) -> None:
+        super().__init__(params, backbone, num_classes=num_classes)
+        hidden = params.proj_hidden_dim or backbone.feature_dim
+        self.projector = projection_mlp(backbone.feature_dim, hidden, params.proj_dim)
+
+    def loss(self, batch: Batch) -> Tensor:
+        """NT-Xent between the projections of the two views (each (B, C, H, W))."""
+        z1, z2 = (self.projector(self.backbone(v)) for v in batch.views)
+        return nt_xent(gather(z1), gather(z2), self.params.temperature)
+
+
+@hookimpl
+def bench_register_methods(register: Register) -> None:
+    register(SimCLR)

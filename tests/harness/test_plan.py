@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from harness.plan import make_plan
+from harness.plugins import collect, make_plugin_manager
+from harness.specs import load_benchmark
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return collect(make_plugin_manager(load_entrypoints=False))
+
+
+def plan_of(write_toml, registry, text):
+    return make_plan(load_benchmark(write_toml(text), registry=registry), registry)
+
+
+def keys(plan):
+    return {j.key for j in plan.pretrain_jobs}, {j.key for j in plan.eval_jobs}
+
+
+def test_plan_expands_methods_seeds_evaluations(write_toml, registry):
+    plan = plan_of(write_toml, registry, TINY.replace("seeds = [0]", "seeds = [0, 1]"))
+    assert len(plan.pretrain_jobs) == 2 * 2
+    assert len(plan.eval_jobs) == 2 * 2 * 2
+    linear = [e for e in plan.eval_jobs if e.evaluator.name == "linear"][0]
+    assert linear.grid == {"lr": (0.1, 0.01), "weight_decay": (0.0,)}
+
+
+def test_keys_are_stable_and_defaults_resolved(write_toml, registry):
+    a = keys(plan_of(write_toml, registry, TINY))
+    explicit = TINY.replace("temperature = 0.5", "temperature = 0.5, proj_dim = 128")
+    assert keys(plan_of(write_toml, registry, explicit)) == a  # spelling out a default is the same work
+
+
+def test_one_parameter_changes_only_the_jobs_it_reaches(write_toml, registry):
+    base_pre, base_eval = keys(plan_of(write_toml, registry, TINY))
+    pre, ev = keys(plan_of(write_toml, registry, TINY.replace("temperature = 0.5", "temperature = 0.2")))
+    assert len(base_pre - pre) == 1  # only SimCLR's pretraining changed; random init kept its key
+    assert len(base_eval - ev) == 2  # and its two evaluations
+    pre, ev = keys(plan_of(write_toml, registry, TINY.replace("k = 5", "k = 7")))
+    assert pre == base_pre and len(base_eval - ev) == 2  # a kNN parameter touches only the kNN jobs
+
+
+def test_checkpoint_cadence_and_budget_of_untrained_methods_do_not_change_keys(write_toml, registry):
+    base_pre, _ = keys(plan_of(write_toml, registry, TINY))
+    pre, _ = keys(plan_of(write_toml, registry, TINY.replace("checkpoint_every_steps = 1", "checkpoint_every_steps = 9")))
+    assert pre == base_pre
+    plan = plan_of(write_toml, registry, TINY.replace("epochs = 1", "epochs = 2"))
+    random_init = [j for j in plan.pretrain_jobs if j.method.name == "random_init"][0]
+    assert random_init.key in base_pre

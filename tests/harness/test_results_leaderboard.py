@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import re
+
+from harness.leaderboard import mean_std, render
+from harness.results import read_rows, result_path, write_rows
+
+
+def row(label, method, seed, metric, value, evaluator="knn", key=None):
+    return {
+        "benchmark": "b", "job_key": key or f"{label}-{seed}-{evaluator}", "pretrain_key": f"p-{label}-{seed}",
+        "method": method, "label": label, "backbone": "convnet_small", "pretrain_dataset": "shapes",
+        "pretrain_epochs": 3, "pretrain_steps": 30 if method != "random_init" else 0, "pretrain_batch_size": 32,
+        "pretrain_wall_s": 12.0, "pretrain_images_per_s": 800.0, "pretrain_final_loss": 1.0,
+        "pretrain_epoch_losses": [2.0, 1.5, 1.0], "evaluator": evaluator, "evaluator_params": "{}",
+        "dataset": "shapes", "label_fraction": 1.0, "seed": seed, "split": "test", "metric": metric,
+        "value": value, "hparams": "{}", "trials": 0, "val_score": None, "eval_wall_s": 1.0, "device": "cpu",
+        "harness_version": "0", "plugin_versions": "{}", "torch_version": "2", "git_sha": "", "host": "h",
+        "timestamp": "t", "status": "ok", "method_params": "{}",
+    }
+
+
+def test_write_read_round_trip_and_no_temp_files(tmp_path):
+    rows = [row("SimCLR", "simclr", 0, "top1", 70.0), row("SimCLR", "simclr", 0, "top5", 95.0)]
+    path = result_path(tmp_path, "SimCLR-0-knn")
+    write_rows(path, rows)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    back = read_rows([tmp_path])
+    assert [(r["metric"], r["value"]) for r in back] == [("top1", 70.0), ("top5", 95.0)]
+    assert back[0]["schema_version"] == 1 and back[0]["pretrain_epoch_losses"] == [2.0, 1.5, 1.0]
+
+
+def test_copied_results_count_once(tmp_path):
+    rows = [row("SimCLR", "simclr", 0, "top1", 70.0)]
+    write_rows(tmp_path / "a" / "k.parquet", rows)
+    write_rows(tmp_path / "b" / "k.parquet", rows)
+    assert len(read_rows([tmp_path])) == 1
+
+
+def test_mean_std():
+    assert mean_std([70.0]) == "70.00"
+    assert mean_std([70.0, 72.0]) == "71.00 ± 1.41"
+
+
+def test_leaderboard_pivots_seeds_and_always_shows_baselines():
+    rows = [row("SimCLR", "simclr", s, "top1", v) for s, v in [(0, 70.0), (1, 72.0)]]
+    rows += [row("Random init", "random_init", 0, "top1", 30.0)]
+    text = render(rows)
+    lines = [l for l in text.splitlines() if l.startswith("|")]
+    simclr = next(l for l in lines if "SimCLR" in l)
+    assert "71.00 ± 1.41" in simclr and re.search(r"\|\s+2\s+\|", simclr)
+    assert lines.index(simclr) < lines.index(next(l for l in lines if "Random init" in l))  # sorted by top1
+    assert any("supervised (not run)" in l for l in lines)
+    assert "### knn on shapes (all labels)" in text
+
+
+def test_leaderboard_ignores_failed_rows():
+    good, bad = row("A", "simclr", 0, "top1", 50.0), row("B", "simclr", 0, "top1", 99.0)
+    bad["status"] = "failed"
+    assert "99.00" not in render([good, bad])
