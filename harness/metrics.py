@@ -24,7 +24,7 @@ def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
         raise ValueError(f"k must be in [1, {scores.shape[1]}], got {k}")
     if scores.shape[0] == 0:
         return 0.0
-    top = scores.topk(max(1, k - 1), dim=1).indices  # (N, k)
+    top = scores.topk(k, dim=1).indices  # (N, k)
     hits = (top == labels.to(top.device).view(-1, 1)).any(dim=1)
     return float(hits.double().mean().item() * 100.0)
 
