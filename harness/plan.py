@@ -64,6 +64,7 @@ class PretrainJob:
     seed: int
     dataset: ResolvedDataset
     backbone: Resolved
+    views: dict[str, Resolved]
     pretrain: PretrainSpec
 
     def describe(self) -> str:
@@ -117,14 +118,17 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
         method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
         dataset = _dataset(registry, pre.dataset, source, "pretrain.dataset")
         backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
+        views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
+                             f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
         budget = pre.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
+        budget["views"] = {v: r.payload() for v, r in views.items()}
         if not registry.get("methods", m.name).trains:
             budget = {}  # nothing is trained: the budget does not change the encoder
         for seed in spec.seeds:
             key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
                                "backbone": backbone.payload(), "budget": budget, "seed": seed,
                                "harness": harness_version()})
-            pretrain_jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, pre))
+            pretrain_jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre))
     for j, ev in enumerate(spec.evaluations):
         evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source, f"evaluations[{j}]")
         cls = registry.get("evaluators", ev.name)

@@ -143,8 +143,7 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
     method = method_cls(job.method.params, build_backbone(run, job), num_classes=train.num_classes)
     stats = PretrainStats()
     if method_cls.trains and job.pretrain.epochs > 0:
-        pipelines = {name: run.registry.get("augmentations", name)(run.registry.get("augmentations", name).Params())
-                     for name in method.views}
+        pipelines = {view: run.registry.get("augmentations", r.name)(r.params) for view, r in job.views.items()}
         resumed = (folder / CHECKPOINT).exists()
         log(f"{'resuming' if resumed else 'pretraining'} {job.label} seed {job.seed} "
             f"({job.pretrain.epochs} epochs of {job.dataset.display} on {run.device})")

@@ -99,6 +99,9 @@ class PretrainSpec(Spec):
     """Optimizer."""
     schedule: ScheduleSpec = ScheduleSpec()
     """Learning-rate schedule."""
+    augmentations: dict[str, ComponentRef] = {}
+    """View name -> pipeline with params, e.g. ``simclr = { name = "simclr", params = { crop_scale_min = 0.25 } }``.
+    A view a method names but this table does not is the registered pipeline of that name, with defaults."""
     checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50
     """Steps between resumable checkpoints (not part of the job key: it does not change results)."""
 
@@ -255,10 +258,12 @@ def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) ->
     for i, method in enumerate(spec.methods):
         pre = method_pretrain(spec, i, source)
         params = resolve(registry, "methods", ComponentRef(name=method.name, params=method.params), source, f"methods[{i}]")
-        for view in getattr(params, "views", ()):
-            if view not in registry.names("augmentations"):
-                raise SpecError(source, f"methods[{i}].params.views", str(UnknownComponentError("augmentation", view, registry.names("augmentations"))))
         where = f"methods[{i}].pretrain" if method.pretrain else "pretrain"
+        for view in getattr(params, "views", ()):
+            if view in pre.augmentations:
+                resolve(registry, "augmentations", pre.augmentations[view], source, f"{where}.augmentations.{view}")
+            elif view not in registry.names("augmentations"):
+                raise SpecError(source, f"methods[{i}].params.views", str(UnknownComponentError("augmentation", view, registry.names("augmentations"))))
         resolve(registry, "datasets", pre.dataset, source, f"{where}.dataset")
         resolve(registry, "backbones", pre.backbone, source, f"{where}.backbone")
     for j, evaluation in enumerate(spec.evaluations):

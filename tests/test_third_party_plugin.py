@@ -21,7 +21,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "bench-toy"
 def toy_env(tmp_path_factory):
     """A new venv (seeing the installed ssl-bench and torch) with bench-toy pip-installed into it."""
     where = tmp_path_factory.mktemp("venv")
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(where)
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(where)  # pip and setuptools: the outer ones
     python = where / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     str(FIXTURE)], check=True, capture_output=True, text=True, timeout=300)
