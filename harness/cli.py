@@ -117,8 +117,9 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     out = args.out or Path("runs") / spec.name
     if args.dry_run:
         results = out / "results"
-        for job in plan.pretrain_jobs:
-            state = "done" if (out / "artifacts" / job.key / "encoder.pt").exists() else "todo"
+        for job in (j for p in plan.pretrain_jobs for j in p.all_jobs()):
+            marker = "selection.json" if job.candidates else "encoder.pt"
+            state = "done" if (out / "artifacts" / job.key / marker).exists() else "todo"
             print(f"[{state}] {job.describe()}")
         for job in plan.eval_jobs:
             state = "done" if result_path(results, job.key).exists() else "todo"

@@ -8,6 +8,7 @@ a job whose result exists, and changing one parameter re-runs only the jobs it r
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -66,10 +67,22 @@ class PretrainJob:
     backbone: Resolved
     views: dict[str, Resolved]
     pretrain: PretrainSpec
+    candidates: tuple[PretrainJob, ...] = ()
+    """For a pretraining sweep: one job per grid cell; this job stands for the winner."""
+    hparams: tuple[tuple[str, float], ...] = ()
+    """The optimizer values of a sweep cell (empty outside sweeps)."""
 
     def describe(self) -> str:
+        if self.candidates:
+            return (f"select   {self.key}  {self.label} seed={self.seed}: best of {len(self.candidates)} by "
+                    f"{self.pretrain.select} on validation data")
+        cell = "".join(f" {k}={v}" for k, v in self.hparams)
         return (f"pretrain {self.key}  {self.label} seed={self.seed} on {self.dataset.display} "
-                f"backbone={self.backbone.name} epochs={self.pretrain.epochs} batch={self.pretrain.batch_size}")
+                f"backbone={self.backbone.name} epochs={self.pretrain.epochs} batch={self.pretrain.batch_size}{cell}")
+
+    def all_jobs(self) -> list[PretrainJob]:
+        """The sweep's cells and then this job, or just this job."""
+        return [*self.candidates, self]
 
 
 @dataclass(frozen=True)
@@ -120,15 +133,28 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
         backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
         views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
                              f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
-        budget = pre.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
-        budget["views"] = {v: r.payload() for v, r in views.items()}
-        if not registry.get("methods", m.name).trains:
-            budget = {}  # nothing is trained: the budget does not change the encoder
-        for seed in spec.seeds:
+        trains = registry.get("methods", m.name).trains
+        cells = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains else []
+
+        def job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
+            budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
+            budget["views"] = {v: r.payload() for v, r in views.items()}
             key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
-                               "backbone": backbone.payload(), "budget": budget, "seed": seed,
-                               "harness": harness_version()})
-            pretrain_jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre))
+                               "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
+                               "harness": harness_version()})  # an untrained method's budget changes nothing
+            return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_,
+                               hparams=tuple(cell.items()))
+
+        for seed in spec.seeds:
+            if not cells:
+                pretrain_jobs.append(job(seed, pre, {}))
+                continue
+            candidates = tuple(job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
+                               for c in cells)
+            key = content_key({"kind": "select", "candidates": [c.key for c in candidates], "select": pre.select,
+                               "val_fraction": spec.val_fraction})
+            pretrain_jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre,
+                                             candidates=candidates))
     for j, ev in enumerate(spec.evaluations):
         evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source, f"evaluations[{j}]")
         cls = registry.get("evaluators", ev.name)

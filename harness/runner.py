@@ -27,7 +27,7 @@ from torch import nn
 
 from harness.atomic import atomic_torch_save, atomic_write_text
 from harness.components import Backbone, DataContext, EvalTask
-from harness.data import ImageSet, balanced_subset
+from harness.data import ImageSet, balanced_subset, stratified_split
 from harness.errors import BenchError
 from harness.features import FeatureCache
 from harness.leaderboard import render
@@ -97,17 +97,18 @@ def execute(run: Run) -> int:
             continue
         try:
             stats = ensure_pretrained(run, pjob)
-            encoder = load_encoder(run, pjob)
+            source = winner_of(run, pjob)
+            encoder = load_encoder(run, source)
         except Exception as exc:
             _fail(run, pjob, exc)
             done += len(todo)
             continue
-        features = FeatureCache(encoder, run.device, run.artifacts(pjob) / "features")
+        features = FeatureCache(encoder, run.device, run.artifacts(source) / "features")
         for e in todo:
             done += 1
             try:
                 t0 = time.perf_counter()
-                rows = evaluate(run, e, encoder, features, stats)
+                rows = evaluate(run, e, source, encoder, features, stats)
                 write_rows(result_path(run.results_dir, e.key), rows)
                 summary = ", ".join(f"{r['metric']} {r['value']:.2f}" for r in rows)
                 log(f"[{done}/{total}] {e.pretrain.label} seed {e.pretrain.seed} | {e.evaluator.name} on {e.dataset.display}: "
@@ -133,7 +134,12 @@ def build_backbone(run: Run, job: PretrainJob) -> Backbone:
 
 
 def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
-    """Pretrain ``job`` unless its encoder exists; resumes from ``last.pt`` when there is one."""
+    """Pretrain ``job`` unless its encoder exists; resumes from ``last.pt`` when there is one.
+
+    For a pretraining sweep, pretrain every cell and select the winner (see :func:`ensure_selected`).
+    """
+    if job.candidates:
+        return ensure_selected(run, job)
     folder = run.artifacts(job)
     if (folder / "encoder.pt").exists():
         return PretrainStats(**json.loads((folder / "pretrain.json").read_text()))
@@ -158,6 +164,45 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
     return stats
 
 
+def ensure_selected(run: Run, job: PretrainJob) -> PretrainStats:
+    """Pretrain every cell of a sweep, score each by ``select`` on validation data, record the winner.
+
+    The validation split is carved (stratified, seeded) from the pretraining dataset's training split;
+    each cell's encoder is scored by the named evaluator with its default params. Ties go to the
+    first cell in grid order. The choice is written to ``selection.json`` beside the job.
+    """
+    selection = run.artifacts(job) / "selection.json"
+    if not selection.exists():
+        evaluator_name, _, metric = job.pretrain.select.partition(".")
+        cls = run.registry.get("evaluators", evaluator_name)
+        train = run.load_split(job.dataset, "train")
+        rest, val = stratified_split(train.labels, run.spec.val_fraction, job.seed)
+        scores: dict[str, float] = {}
+        for cell in job.candidates:
+            ensure_pretrained(run, cell)
+            encoder = load_encoder(run, cell)
+            features = FeatureCache(encoder, run.device, run.artifacts(cell) / "features")
+            features.register_source(train)
+            task = EvalTask(encoder=encoder, fit=train.subset(rest), target=train.subset(val),
+                            num_classes=train.num_classes, features=features, device=run.device, seed=job.seed)
+            scores[cell.key] = cls(cls.Params()).evaluate(task, {})[metric]
+            log(f"  {job.label} seed {job.seed} {dict(cell.hparams)}: validation {job.pretrain.select} {scores[cell.key]:.2f}")
+        winner = max(job.candidates, key=lambda c: scores[c.key])
+        atomic_write_text(selection, json.dumps({
+            "winner": winner.key, "select": job.pretrain.select, "hparams": dict(winner.hparams),
+            "scores": [{"key": c.key, "hparams": dict(c.hparams), "score": scores[c.key]} for c in job.candidates]},
+            indent=2))
+    return ensure_pretrained(run, winner_of(run, job))
+
+
+def winner_of(run: Run, job: PretrainJob) -> PretrainJob:
+    """The job whose encoder stands for ``job``: itself, or its sweep's recorded winner."""
+    if not job.candidates:
+        return job
+    key = json.loads((run.artifacts(job) / "selection.json").read_text())["winner"]
+    return next(c for c in job.candidates if c.key == key)
+
+
 def load_encoder(run: Run, job: PretrainJob) -> nn.Module:
     """The frozen pretrained backbone of ``job`` on the run's device, in eval mode."""
     backbone = build_backbone(run, job)
@@ -166,7 +211,8 @@ def load_encoder(run: Run, job: PretrainJob) -> nn.Module:
     return backbone
 
 
-def evaluate(run: Run, job: EvalJob, encoder: nn.Module, features: FeatureCache, stats: PretrainStats) -> list[dict[str, Any]]:
+def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, features: FeatureCache,
+             stats: PretrainStats) -> list[dict[str, Any]]:
     """Sweep the evaluator on validation data, score the test split; returns result rows."""
     t0 = time.perf_counter()
     train, test = run.load_split(job.dataset, "train"), run.load_split(job.dataset, "test")
@@ -180,7 +226,7 @@ def evaluate(run: Run, job: EvalJob, encoder: nn.Module, features: FeatureCache,
 
     outcome = sweep_and_test(evaluator, make_task, train, test, job.grid, metric=job.metric,
                              val_fraction=job.val_fraction, seed=job.pretrain.seed)
-    p = job.pretrain
+    p = source
     base = {
         "benchmark": job.benchmark, "job_key": job.key, "pretrain_key": p.key, "method": p.method.name,
         "label": p.label, "method_params": dumps(p.method.params.model_dump(mode="json")),
@@ -190,7 +236,7 @@ def evaluate(run: Run, job: EvalJob, encoder: nn.Module, features: FeatureCache,
         "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
         "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
         "dataset": job.dataset.display, "label_fraction": 1.0, "seed": p.seed, "split": "test",
-        "hparams": dumps(outcome.hparams), "trials": outcome.trials, "val_score": outcome.val_score,
+        "hparams": dumps(outcome.hparams | {f"pretrain.{k}": v for k, v in p.hparams}), "trials": outcome.trials, "val_score": outcome.val_score,
         "eval_wall_s": time.perf_counter() - t0, "device": device_name(run.device),
         "harness_version": harness_version(), "status": "ok",
         "plugin_versions": dumps({f"{kind}:{r.name}": r.version for kind, r in

@@ -102,6 +102,11 @@ class PretrainSpec(Spec):
     augmentations: dict[str, ComponentRef] = {}
     """View name -> pipeline with params, e.g. ``simclr = { name = "simclr", params = { crop_scale_min = 0.25 } }``.
     A view a method names but this table does not is the registered pipeline of that name, with defaults."""
+    sweep: dict[Literal["lr", "weight_decay", "momentum"], list[float]] = {}
+    """Grid over the optimizer's hyper-parameters: every cell is pretrained, and the best by ``select``
+    on a validation split of the pretraining dataset is the encoder that gets evaluated."""
+    select: str = "knn.top1"
+    """``<evaluator>.<metric>`` that picks the winner of a pretraining sweep (evaluator defaults)."""
     checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50
     """Steps between resumable checkpoints (not part of the job key: it does not change results)."""
 
@@ -265,6 +270,11 @@ def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) ->
             elif view not in registry.names("augmentations"):
                 raise SpecError(source, f"methods[{i}].params.views", str(UnknownComponentError("augmentation", view, registry.names("augmentations"))))
         resolve(registry, "datasets", pre.dataset, source, f"{where}.dataset")
+        if pre.sweep:
+            evaluator, _, metric = pre.select.partition(".")
+            if evaluator not in registry.names("evaluators") or not metric:
+                raise SpecError(source, f"{where}.select", f"expected '<evaluator>.<metric>' with a registered evaluator "
+                                f"({', '.join(registry.names('evaluators'))}), got '{pre.select}'")
         resolve(registry, "backbones", pre.backbone, source, f"{where}.backbone")
     for j, evaluation in enumerate(spec.evaluations):
         resolve(registry, "evaluators", ComponentRef(name=evaluation.name, params=evaluation.params), source, f"evaluations[{j}]")
