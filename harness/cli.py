@@ -121,9 +121,9 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
             marker = "selection.json" if job.candidates else "encoder.pt"
             state = "done" if (out / "artifacts" / job.key / marker).exists() else "todo"
             print(f"[{state}] {job.describe()}")
-        for job in plan.eval_jobs:
-            state = "done" if result_path(results, job.key).exists() else "todo"
-            print(f"[{state}] {job.describe()}")
+        for ejob in plan.eval_jobs:
+            state = "done" if result_path(results, ejob.key).exists() else "todo"
+            print(f"[{state}] {ejob.describe()}")
         return 0
     data_root = args.data_root or Path(os.environ.get("BENCH_DATA_ROOT", "data"))
     cache = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ssl-bench"))

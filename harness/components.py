@@ -32,6 +32,10 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+AnyParams = Params
+"""Alias for annotations inside component classes, whose own ``Params`` shadows the base."""
+
+
 class MethodParams(Params):
     """Base of method parameters. ``views`` names the augmentation pipelines, one per view."""
 
@@ -61,7 +65,7 @@ class Dataset:
     Params: ClassVar[type[Params]] = Params
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: AnyParams) -> None:
         self.params = params
 
     def load(self, split: str, ctx: DataContext) -> ImageSet:
@@ -80,7 +84,7 @@ class Augmentation:
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: AnyParams) -> None:
         self.params = params
 
     def __call__(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
@@ -94,7 +98,7 @@ class Backbone(nn.Module):
     Params: ClassVar[type[Params]] = Params
     feature_dim: int
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: AnyParams) -> None:
         super().__init__()
         self.params = params
 
@@ -188,7 +192,7 @@ class Evaluator:
     """Further hyper-parameter names ``evaluate`` reads from ``hparams`` (no default grid)."""
     selection_metric: ClassVar[str] = "top1"
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: AnyParams) -> None:
         self.params = params
 
     def evaluate(self, task: EvalTask, hparams: Mapping[str, float]) -> dict[str, float]:

@@ -68,7 +68,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append({"Method": f"{baseline} (not run)", "_sort": -2.0})
     lines.sort(key=lambda d: -d["_sort"])
     headers = ["Method", "Backbone", "Pretraining", *metrics, "n", "Pretrain time", "img/s", "Device"]
-    return tabulate([[d.get(h, "") for h in headers] for d in lines], headers=headers, tablefmt="github")
+    return str(tabulate([[d.get(h, "") for h in headers] for d in lines], headers=headers, tablefmt="github"))
 
 
 def render(rows: Iterable[dict[str, Any]], title: str = "Leaderboard") -> str:

@@ -134,9 +134,9 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
         views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
                              f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
         trains = registry.get("methods", m.name).trains
-        cells = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains else []
+        cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains else []
 
-        def job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
+        def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
             budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
             budget["views"] = {v: r.payload() for v, r in views.items()}
             key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
@@ -147,9 +147,9 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
 
         for seed in spec.seeds:
             if not cells:
-                pretrain_jobs.append(job(seed, pre, {}))
+                pretrain_jobs.append(make_job(seed, pre, {}))
                 continue
-            candidates = tuple(job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
+            candidates = tuple(make_job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
                                for c in cells)
             key = content_key({"kind": "select", "candidates": [c.key for c in candidates], "select": pre.select,
                                "val_fraction": spec.val_fraction})

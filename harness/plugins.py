@@ -114,7 +114,7 @@ class Registry:
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
 
-    def get(self, kind: str, name: str) -> type:
+    def get(self, kind: str, name: str) -> type[Any]:
         """The class registered as ``name`` in ``kind`` (e.g. "methods"), or UnknownComponentError."""
         try:
             return self.entries[kind][name].cls
@@ -140,7 +140,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
             def register(cls: Any, *, _kind: str = kind, _base: type = base, _plugin: str = impl.plugin_name,
                          _dist: str = dist, _version: str = version) -> None:
                 _check_component(cls, _base, _kind, _plugin)
-                known = registry.entries[_kind].get(cls.name)
+                known = registry.entries[_kind].get(getattr(cls, "name"))
                 if known is not None:
                     raise DuplicateComponentError(
                         f"{_kind[:-1].capitalize()} '{cls.name}' is registered twice: by {known.plugin} "
@@ -155,7 +155,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
 def _check_component(cls: Any, base: type, kind: str, plugin: str) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"Plugin {plugin} registered {cls!r} as one of the {kind}, but it is not a {base.__name__} subclass")
-    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
         raise PluginError(f"Plugin {plugin} registered {cls.__name__} without a `name`")
 
 

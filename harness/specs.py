@@ -278,8 +278,8 @@ def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) ->
         resolve(registry, "backbones", pre.backbone, source, f"{where}.backbone")
     for j, evaluation in enumerate(spec.evaluations):
         resolve(registry, "evaluators", ComponentRef(name=evaluation.name, params=evaluation.params), source, f"evaluations[{j}]")
-        evaluator = registry.get("evaluators", evaluation.name)
-        allowed = set(evaluator.search_space) | set(evaluator.sweepable)
+        evaluator_cls = registry.get("evaluators", evaluation.name)
+        allowed = set(evaluator_cls.search_space) | set(evaluator_cls.sweepable)
         for key in evaluation.sweep:
             if key not in allowed:
                 raise SpecError(source, f"evaluations[{j}].sweep.{key}", f"'{evaluation.name}' cannot sweep '{key}'; it sweeps: {', '.join(sorted(allowed)) or '(nothing)'}")

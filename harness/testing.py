@@ -58,7 +58,8 @@ def method_batch(registry: Registry, method: Any, data: ImageSet, seed: int = 0)
 
 
 def method_loss(registry: Registry, method: Any, data: ImageSet, seed: int = 0) -> torch.Tensor:
-    return method.loss(method_batch(registry, method, data, seed))
+    loss: torch.Tensor = method.loss(method_batch(registry, method, data, seed))
+    return loss
 
 
 def check_method(registry: Registry, name: str, backbone: str = TINY_BACKBONE) -> None:
