@@ -28,6 +28,12 @@ class SpecError(BenchError):
         super().__init__(where + message)
 
 
+class UsageError(BenchError):
+    """A command-line option that cannot be honoured (e.g. ``--device cuda`` without a GPU)."""
+
+    exit_code = 2
+
+
 class UnknownComponentError(BenchError):
     """A plugin name that nothing registered; lists the available names and the closest match."""
 

@@ -134,7 +134,7 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
         views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
                              f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
         trains = registry.get("methods", m.name).trains
-        cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains else []
+        cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains and pre.sweep else []
 
         def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
             budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from harness.atomic import atomic_torch_save
 from harness.components import Augmentation, Batch, Method
 from harness.data import ImageSet, normalize, to_float
-from harness.errors import BenchError
+from harness.errors import BenchError, UsageError
 from harness.optim import build_optimizer, build_schedule
 from harness.specs import PretrainSpec
 
@@ -56,7 +56,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError("--device cuda was requested but no CUDA device is available")
+        raise UsageError(f"--device {name} was requested but torch sees no CUDA device; use --device auto or cpu")
     return torch.device(name)
 
 

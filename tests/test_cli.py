@@ -77,6 +77,12 @@ def test_bad_file_exits_2_with_one_clear_line(write_toml, cli_env):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_usage_error(write_toml, cli_env):
+    proc = bench("run", str(write_toml(TINY)), "--device", "cuda", env=cli_env, check=False)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_missing_dataset_fails_the_job_not_the_run(tmp_path, write_toml, cli_env):
     text = TINY + '\n[[evaluations]]\nname = "knn"\ndatasets = ["cifar10"]\n'
     out = tmp_path / "out"

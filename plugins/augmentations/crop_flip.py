@@ -1,4 +1,4 @@
-"""Supervised-style pipelines: random resized crop + flip, and the identity."""
+"""Supervised-style pipelines: random resized crop + flip, the identity, and the evaluation view."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import torch
 from pydantic import Field
 from torch import Tensor
+from torch.nn import functional as F
 
 from harness import Augmentation, Params, hookimpl
 from harness.augment import random_resized_crop
@@ -50,7 +51,38 @@ class Identity(Augmentation):
         return images
 
 
+class Eval(Augmentation):
+    """The evaluation view: the image at its native size, or resized and centre-cropped to ``size``.
+
+    With ``size`` None (the default) this is :class:`Identity` under the name ``eval`` (it returns
+    the same tensor). With a ``size``, the shorter side is resized to ``size`` (bilinear, with
+    antialiasing) and the centre ``size x size`` square is kept, the usual "resize, centre crop"
+    evaluation transform with the resize equal to the crop. Draws nothing from the generator.
+    """
+
+    name = "eval"
+
+    class Params(Params):
+        size: Annotated[int, Field(gt=0)] | None = None
+        """Output side in pixels; None keeps the images as they are."""
+
+    params: Eval.Params
+
+    def __call__(self, images: Tensor, *, generator: torch.Generator) -> Tensor:
+        """Shape: (B, C, H, W) -> (B, C, H, W), or (B, C, S, S) with S = size."""
+        size = self.params.size
+        height, width = images.shape[-2:]
+        if size is None or (height == width == size):
+            return images
+        scale = size / min(height, width)
+        new = (max(size, round(height * scale)), max(size, round(width * scale)))
+        x = F.interpolate(images, size=new, mode="bilinear", align_corners=False, antialias=True)
+        top, left = (new[0] - size) // 2, (new[1] - size) // 2
+        return x[..., top : top + size, left : left + size].clamp(0, 1)
+
+
 @hookimpl
 def bench_register_augmentations(register: Callable[[type], None]) -> None:
     register(CropFlip)
     register(Identity)
+    register(Eval)

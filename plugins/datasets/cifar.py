@@ -7,21 +7,25 @@ Resolution order for split ``s`` under the data root ``R``:
 2. the torchvision layout ``R/cifar-10-batches-py`` (downloaded there when ``download`` is set);
 3. otherwise a :class:`~harness.errors.DataError` saying where the files are expected.
 
+``image_size`` (default 32, the native size) resizes every image once; from Parquet the resized tensors
+are cached with the decoded ones.
+
 - [0] Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import Field
 from torchvision import datasets as tv_datasets
 
 from harness import hookimpl
 from harness.components import DataContext, Dataset
 from harness.components import Params as BaseParams
-from harness.data import ImageSet, file_fingerprint
+from harness.data import ImageSet, file_fingerprint, resize_uint8
 from harness.errors import DataError
 from plugins.datasets.parquet import load_parquet_split
 
@@ -43,15 +47,17 @@ class CifarParams(BaseParams):
 
     download: bool = False
     """Download the torchvision layout into the data root when no local copy is found."""
+    image_size: Annotated[int, Field(ge=8)] = 32
+    """Side of the square images in pixels; 32 is the native size, others are resized once and cached."""
 
 
 def load_cifar(name: str, split: str, params: CifarParams, ctx: DataContext) -> ImageSet:
-    """Load CIFAR-10 or CIFAR-100 ``split`` as uint8 images (N, 3, 32, 32) and int64 labels (N,).
+    """Load CIFAR-10 or CIFAR-100 ``split`` as uint8 images (N, 3, S, S) and int64 labels (N,).
 
     Args:
         name: "cifar10" or "cifar100".
         split: "train" or "test".
-        params: the dataset's params (``download``).
+        params: the dataset's params (``download``, ``image_size`` = S).
         ctx: data root, cache folder and whether downloading is allowed.
     """
     if split not in ("train", "test"):
@@ -62,8 +68,10 @@ def load_cifar(name: str, split: str, params: CifarParams, ctx: DataContext) -> 
         "cifar100": (tv_datasets.CIFAR100, "cifar-100-python"),
     }[name]
     file = ctx.root / name / f"{split}.parquet"
+    size = params.image_size
     if file.is_file():
-        images, labels = load_parquet_split(file, "img", label_column, ctx.cache_dir)
+        images, labels = load_parquet_split(file, "img", label_column, ctx.cache_dir,
+                                            image_size=None if size == 32 else size)
         key = f"{name}:parquet:{file_fingerprint([file])}:{split}"
     elif (ctx.root / folder).is_dir() or params.download or ctx.download:
         try:
@@ -72,12 +80,14 @@ def load_cifar(name: str, split: str, params: CifarParams, ctx: DataContext) -> 
             raise DataError(f"{name}: cannot read the torchvision layout under {ctx.root}: {exc}") from exc
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
         labels = torch.tensor(ds.targets, dtype=torch.int64)
-        key = f"{name}:torchvision:{split}"
+        images, key = resize_uint8(images, size), f"{name}:torchvision:{split}"
     else:
         raise DataError(
             f"{name}: no data found; expected {ctx.root}/{name}/{{train,test}}.parquet or the torchvision layout "
             f"{ctx.root}/{folder}; set --data-root or BENCH_DATA_ROOT, or download = true"
         )
+    if size != 32:
+        key = f"{key}:{size}px"
     return ImageSet(images, labels, classes, key)
 
 
@@ -92,7 +102,7 @@ class Cifar10(Dataset):
     params: Params
 
     def load(self, split: str, ctx: DataContext) -> ImageSet:
-        """Return ``split``: uint8 images (N, 3, 32, 32), int64 labels (N,) in 0..9."""
+        """Return ``split``: uint8 images (N, 3, S, S) (S = ``image_size``, 32), int64 labels (N,) in 0..9."""
         return load_cifar(self.name, split, self.params, ctx)
 
 
@@ -107,7 +117,7 @@ class Cifar100(Dataset):
     params: Params
 
     def load(self, split: str, ctx: DataContext) -> ImageSet:
-        """Return ``split``: uint8 images (N, 3, 32, 32), int64 labels (N,) in 0..99."""
+        """Return ``split``: uint8 images (N, 3, S, S) (S = ``image_size``, 32), int64 labels (N,) in 0..99."""
         return load_cifar(self.name, split, self.params, ctx)
 
 

@@ -18,6 +18,11 @@ OPS: dict[str, Op] = {
     "horizontal_flip": lambda x, g: A.horizontal_flip(x, generator=g),
     "color_jitter": lambda x, g: A.color_jitter(x, 0.4, 0.4, 0.4, 0.1, p=0.8, generator=g),
     "random_grayscale": lambda x, g: A.random_grayscale(x, p=0.5, generator=g),
+    "random_gaussian_blur": lambda x, g: A.random_gaussian_blur(x, p=0.8, kernel_size=5, generator=g),
+    "random_solarize": lambda x, g: A.random_solarize(x, p=0.5, generator=g),
+    "jigsaw_2x2": lambda x, g: A.jigsaw_2x2(x, generator=g),
+    "random_rotation": lambda x, g: A.random_rotation(x, generator=g)[0],
+    "mask_region": lambda x, g: A.mask_region(x, generator=g, size_fraction=0.3, mode="random")[0],
 }
 
 

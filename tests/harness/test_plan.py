@@ -27,6 +27,7 @@ def test_plan_expands_methods_seeds_evaluations(write_toml, registry):
     assert len(plan.eval_jobs) == 2 * 2 * 2
     linear = [e for e in plan.eval_jobs if e.evaluator.name == "linear"][0]
     assert linear.grid == {"lr": (0.1, 0.01), "weight_decay": (0.0,)}
+    assert all(j.candidates == () for j in plan.pretrain_jobs)  # no sweep, no selection step
 
 
 def test_keys_are_stable_and_defaults_resolved(write_toml, registry):

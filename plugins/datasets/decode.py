@@ -1,0 +1,212 @@
+"""Decoding images to uint8 tensors once, cached on disk, with corrupt images failing or skipped.
+
+Parquet rows go through :func:`decode_images` (encoded bytes in memory). Every file-based dataset (image
+folders, torchvision layouts) goes through :func:`load_files_cached`: the files are decoded by
+torchvision's native decoders (PIL as a fallback for formats they lack, such as TIFF), resized to the
+dataset's square resolution right away so that memory holds only small images, and saved as one tensor
+file in the context's cache folder. The cache key covers the files' fingerprint (paths, sizes,
+modification times), the resolution and the corrupt-file policy, so a second load reads one file and
+never decodes again. Skipped files are reported on every load through the ``bench.data`` logger (stderr
+by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from harness.data import cached, file_fingerprint, resize_uint8
+from harness.errors import DataError
+
+CACHE_VERSION = 1
+"""Part of every cache key; bump when decoding changes."""
+
+OnCorrupt = Literal["error", "skip"]
+"""What a dataset does with an unreadable image: fail naming the file, or leave it out and report it."""
+
+CHUNK = 2048
+"""Files decoded between two checks for an error."""
+
+log = logging.getLogger("bench.data")
+
+
+def decode_blob(blob: bytes, where: str) -> Tensor:
+    """Decode one encoded image (JPEG, PNG, WebP, GIF; TIFF, BMP and others through PIL) to RGB.
+
+    Args:
+        blob: the encoded file's bytes.
+        where: the file (or row) named in the error message.
+
+    Returns:
+        uint8 tensor of shape (3, H, W).
+
+    Raises:
+        DataError: the bytes are empty or no decoder can read them.
+    """
+    if not blob:
+        raise DataError(f"{where}: no image bytes")
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates torchvision.io in favour of torchcodec
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            return decode_image(  # type: ignore[no-any-return]
+                torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            array = np.asarray(im.convert("RGB"))  # (H, W, 3)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise DataError(f"{where}: corrupt image: {first}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_images(blobs: Sequence[bytes | None], where: Callable[[int], str], image_size: int | None = None,
+                  *, skipped: list[int] | None = None) -> Tensor:
+    """Decode encoded image files to one RGB uint8 tensor.
+
+    Args:
+        blobs: encoded files (JPEG, PNG, WebP, GIF; others through PIL), one per row.
+        where: row index -> description for error messages (file, row, stored path).
+        image_size: resize every image to this square side; None requires equal sizes.
+        skipped: when given, empty or corrupt rows are appended to it and left out instead of raising.
+
+    Returns:
+        uint8 tensor of shape (N, 3, H, W), N counting the rows not skipped.
+
+    Raises:
+        DataError: a row is empty or corrupt (without ``skipped``), or sizes differ without ``image_size``.
+    """
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates torchvision.io in favour of torchcodec
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        out = [img for start in range(0, len(blobs), 1024)
+               for img in _decode_chunk(blobs, start, 1024, where, skipped)]
+    if not out:
+        return torch.empty(0, 3, image_size or 0, image_size or 0, dtype=torch.uint8)
+    if image_size is not None:
+        return torch.cat([resize_uint8(img[None], image_size) for img in out])
+    for i, img in enumerate(out):
+        if img.shape != out[0].shape:
+            raise DataError(f"{where(i)}: image is {tuple(img.shape[1:])} but row 0 is {tuple(out[0].shape[1:])}; "
+                            "set params.image_size to resize every image")
+    return torch.stack(out)
+
+
+def _decode_chunk(blobs: Sequence[bytes | None], start: int, size: int, where: Callable[[int], str],
+                  skipped: list[int] | None) -> list[Tensor]:
+    """Decode rows ``start:start + size``: all-JPEG chunks in one native call, else image by image."""
+    chunk = blobs[start : start + size]
+    if all(blob and blob[:2] == b"\xff\xd8" for blob in chunk):
+        try:
+            datas = [torch.frombuffer(bytearray(blob or b""), dtype=torch.uint8) for blob in chunk]
+            return decode_jpeg(datas, mode=ImageReadMode.RGB)  # type: ignore[no-any-return]
+        except RuntimeError:
+            pass  # find the bad row below
+    images = []
+    for i, blob in enumerate(chunk, start):
+        try:
+            images.append(decode_blob(blob or b"", where(i)))
+        except DataError:
+            if skipped is None:
+                raise
+            skipped.append(i)
+    return images
+
+
+def decode_file(path: Path, image_size: int | None) -> Tensor:
+    """Read and decode one image file to uint8 (3, S, S) with S = ``image_size`` (or its own size)."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable: {exc.strerror or exc}") from None
+    image = decode_blob(blob, str(path))
+    return resize_uint8(image[None], image_size)[0] if image_size is not None else image
+
+
+def decode_files(files: Sequence[Path], image_size: int | None, on_corrupt: OnCorrupt = "error") -> dict[str, Tensor]:
+    """Decode image files with a thread pool (the native decoders release the GIL).
+
+    Args:
+        files: image files in row order.
+        image_size: square side to resize every image to; None requires all images to share a size.
+        on_corrupt: "error" raises on the first bad file; "skip" leaves bad files out.
+
+    Returns:
+        ``images`` uint8 (K, 3, S, S), ``kept`` int64 (K,) positions into ``files`` of the decoded rows,
+        ``skipped`` int64 (N - K,) positions of the files left out.
+
+    Raises:
+        DataError: a file is unreadable (with ``on_corrupt="error"``), or sizes differ without ``image_size``.
+    """
+
+    def one(i: int) -> Tensor | None:
+        try:
+            return decode_file(files[i], image_size)
+        except DataError:
+            if on_corrupt == "skip":
+                return None
+            raise
+
+    out: list[Tensor | None] = []
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        for start in range(0, len(files), CHUNK):  # in chunks, so that a bad file stops the work early
+            out += pool.map(one, range(start, min(start + CHUNK, len(files))))
+    kept = [i for i, img in enumerate(out) if img is not None]
+    images = [img for img in out if img is not None]
+    for i, img in zip(kept, images):
+        if img.shape != images[0].shape:
+            raise DataError(f"{files[i]}: image is {tuple(img.shape[1:])} but {files[kept[0]]} is "
+                            f"{tuple(images[0].shape[1:])}; set params.image_size to resize every image")
+    side = image_size or 0
+    stacked = torch.stack(images) if images else torch.empty(0, 3, side, side, dtype=torch.uint8)
+    return {"images": stacked, "kept": torch.tensor(kept, dtype=torch.int64),
+            "skipped": torch.tensor([i for i, img in enumerate(out) if img is None], dtype=torch.int64)}
+
+
+def report_skipped(what: str, skipped: Sequence[str], total: int) -> None:
+    """Log how many images of ``what`` were skipped as corrupt, naming the first few."""
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        log.warning("%s: skipped %d of %d images as unreadable (on_corrupt = \"skip\"): %s",
+                    what, len(skipped), total, shown)
+
+
+def load_files_cached(
+    files: Sequence[Path], image_size: int | None, on_corrupt: OnCorrupt, cache_dir: Path | None, tag: str,
+    fingerprint: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Decode ``files`` once and cache the result in ``cache_dir`` (None disables caching).
+
+    Args:
+        files: image files in row order.
+        image_size: square side of the decoded images; None keeps their (common) size.
+        on_corrupt: "error" or "skip" (skipped files are reported on every load).
+        cache_dir: folder of decoded-tensor caches.
+        tag: readable prefix of the cache file and of messages, e.g. ``"eurosat-all-64px"``.
+        fingerprint: :func:`~harness.data.file_fingerprint` of ``files`` when the caller has it already.
+
+    Returns:
+        images uint8 (K, 3, S, S) and ``kept`` int64 (K,): positions into ``files`` of the decoded rows.
+    """
+    if not files:
+        raise DataError(f"{tag}: no image files to decode")
+    if cache_dir is None:
+        data = decode_files(files, image_size, on_corrupt)
+    else:
+        spec = f"{fingerprint or file_fingerprint(files)}:{image_size}:{on_corrupt}:v{CACHE_VERSION}"
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        data = cached(Path(cache_dir) / f"{tag}-{digest}.pt", lambda: decode_files(files, image_size, on_corrupt))
+    report_skipped(tag, [str(files[i]) for i in data["skipped"].tolist()], len(files))
+    return data["images"], data["kept"]

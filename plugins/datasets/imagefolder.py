@@ -1,0 +1,160 @@
+"""`imagefolder`: labelled images stored one folder per class, decoded once and cached as tensors.
+
+Two layouts are understood (``F`` is the dataset folder, the class of an image is the name of the
+class folder holding it, at any depth below it):
+
+- split layout: ``F/train/<class>/*.jpg`` and ``F/test/<class>/*.jpg`` (and ``F/val/<class>/`` when
+  present). Classes are the union of the class folders of every split, sorted, so labels agree
+  across splits. With ``train/`` but no ``test/``, the test split is carved from ``train/``.
+- single layout: ``F/<class>/*.jpg``. ``train`` and ``test`` are carved from it: a seeded split
+  holding ``test_fraction`` of every class out as ``test`` (:func:`harness.data.stratified_split`).
+
+Images are decoded by :mod:`plugins.datasets.decode` (resized, squashed, to ``image_size`` squares),
+cached in the context's cache folder and never decoded twice. :func:`load_image_folder` is also the
+loader of the folder-shaped named datasets (:mod:`plugins.datasets.folder_sets`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import torch
+from pydantic import Field
+
+from harness import hookimpl
+from harness.components import DataContext, Dataset
+from harness.components import Params as BaseParams
+from harness.data import ImageSet, file_fingerprint, stratified_split
+from harness.errors import DataError
+from plugins.datasets.decode import OnCorrupt, load_files_cached
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+"""File name endings taken as images by default (compared case-insensitively)."""
+
+SPLIT_DIRS: Mapping[str, tuple[str, ...]] = {"train": ("train",), "val": ("val",), "test": ("test",)}
+"""Split -> names of the subfolder holding it, first present wins."""
+
+
+class FolderOptions(BaseParams):
+    """Options of every dataset read from class folders (``imagefolder`` and the folder-shaped sets)."""
+
+    image_size: Annotated[int, Field(ge=8)] | None = None
+    """Side of the square images in pixels (every image is resized to it); None keeps a common stored size."""
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    """File name endings taken as images, case-insensitive (e.g. [".jpg", ".png"])."""
+    classes: tuple[str, ...] | None = None
+    """Only these class folders, in this label order (e.g. an ImageNet subset); None takes every folder."""
+    max_per_class: Annotated[int, Field(gt=0)] | None = None
+    """Keep the first N files of every class (sorted by path) before decoding; None keeps all."""
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    """Share of every class held out as ``test`` when the folder has no test split of its own."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    """Seed of that held-out split (not the run's seed)."""
+    on_corrupt: OnCorrupt = "error"
+    """"error": an unreadable image fails naming its file; "skip": it is left out and counted in the log."""
+
+
+def class_folders(roots: Iterable[Path]) -> tuple[str, ...]:
+    """Sorted names of the (non-hidden) subfolders of any of ``roots``."""
+    return tuple(sorted({d.name for r in roots for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")}))
+
+
+def list_images(root: Path, classes: Sequence[str], extensions: Sequence[str],
+                max_per_class: int | None = None) -> tuple[list[Path], list[int]]:
+    """Image files below ``root/<class>/`` (sorted per class) and their labels (positions in ``classes``)."""
+    ends = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        found = sorted(p for p in folder.rglob("*") if p.name.lower().endswith(ends) and p.is_file())
+        found = found[:max_per_class] if max_per_class is not None else found
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
+def load_image_folder(what: str, folder: Path, split: str, p: FolderOptions, ctx: DataContext,
+                      split_dirs: Mapping[str, tuple[str, ...]] = SPLIT_DIRS) -> ImageSet:
+    """Load ``split`` of the class-folder dataset in ``folder`` (layouts in the module docstring).
+
+    Args:
+        what: the dataset's name, used in messages, cache files and the content key.
+        folder: the dataset folder (must exist).
+        split: "train", "test" or another key of ``split_dirs`` present in ``folder``.
+        p: decoding and splitting options.
+        ctx: cache folder (``ctx.cache_dir``).
+        split_dirs: split -> subfolder names holding it (e.g. ImageNet's test split is ``val/``).
+
+    Returns:
+        uint8 images (N, 3, S, S) with S = ``p.image_size``, int64 labels (N,).
+    """
+    dirs: dict[str, Path] = {}
+    for name, subs in split_dirs.items():
+        found = next((folder / s for s in subs if (folder / s).is_dir()), None)
+        if found is not None:
+            dirs[name] = found
+    if "train" not in dirs:
+        dirs = {"train": folder}  # single layout: the folder holds the class folders
+    carve = "test" not in dirs
+    available = sorted(set(dirs) | ({"test"} if carve else set()))
+    if split not in available:
+        expected = "/".join(split_dirs.get(split, (split,)))
+        raise DataError(f"{what}: no split '{split}' in {folder} (expected a subfolder {expected}/); "
+                        f"available: {', '.join(available)}")
+    classes = p.classes or class_folders(dirs.values())
+    if p.classes:
+        present = set(class_folders(dirs.values()))
+        absent = [c for c in p.classes if c not in present]
+        if absent:
+            raise DataError(f"{what}: no class folder {', '.join(absent[:5])} in {folder}")
+    source = dirs["train"] if carve and split in ("train", "test") else dirs[split]
+    files, labels = list_images(source, classes, p.extensions, p.max_per_class)
+    if not files:
+        raise DataError(f"{what}: no images ({', '.join(p.extensions)}) in class folders below {source}")
+    fingerprint = file_fingerprint(files)
+    size = p.image_size or "native"
+    tag = re.sub(r"[^\w.-]", "_", f"{what}-{source.name}-{size}px")
+    images, kept = load_files_cached(files, p.image_size, p.on_corrupt, ctx.cache_dir, tag, fingerprint)
+    targets = torch.tensor(labels, dtype=torch.int64)[kept]
+    if carve:
+        train_idx, test_idx = stratified_split(targets, p.test_fraction, p.seed)
+        idx = train_idx if split == "train" else test_idx
+        images, targets = images[idx], targets[idx]
+    digest = hashlib.sha256(f"{fingerprint}:{p.model_dump_json(exclude={'download'})}".encode()).hexdigest()[:16]
+    return ImageSet(images.contiguous(), targets, tuple(classes), f"{what}:folder:{digest}:{split}")
+
+
+class ImageFolder(Dataset):
+    """Any labelled image dataset stored as one folder per class (layouts in the module docstring)."""
+
+    name: ClassVar[str] = "imagefolder"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+
+    class Params(FolderOptions):
+        """``path`` plus the class-folder options (:class:`FolderOptions`)."""
+
+        path: str
+        """The dataset folder; a relative path is resolved against the data root."""
+
+    params: Params
+
+    def load(self, split: str, ctx: DataContext) -> ImageSet:
+        """Return ``split``: uint8 images (N, 3, S, S), int64 labels (N,); ``val`` only where ``val/`` exists."""
+        path = Path(self.params.path).expanduser()
+        folder = path if path.is_absolute() else ctx.root / path
+        if not folder.is_dir():
+            raise DataError(f"imagefolder: folder {folder} not found (params.path = '{self.params.path}', "
+                            f"data root {ctx.root}); set --data-root or BENCH_DATA_ROOT, or give an absolute path")
+        return load_image_folder(self.name, folder, split, self.params, ctx)
+
+
+@hookimpl
+def bench_register_datasets(register: Callable[[type], None]) -> None:
+    register(ImageFolder)
