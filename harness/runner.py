@@ -235,7 +235,7 @@ def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, fe
         "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
         "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
         "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
-        "dataset": job.dataset.display, "label_fraction": 1.0, "seed": p.seed, "split": "test",
+        "dataset": job.dataset.display, "label_fraction": float(getattr(job.evaluator.params, "label_fraction", 1.0)), "seed": p.seed, "split": "test",
         "hparams": dumps(outcome.hparams | {f"pretrain.{k}": v for k, v in p.hparams}), "trials": outcome.trials, "val_score": outcome.val_score,
         "eval_wall_s": time.perf_counter() - t0, "device": device_name(run.device),
         "harness_version": harness_version(), "status": "ok",
