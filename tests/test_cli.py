@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import QUICKSTART, TINY, bench_cmd
+from tests.conftest import CIFAR10, QUICKSTART, ROOT, TINY, bench_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +133,11 @@ def test_quickstart_smoke_profile(tmp_path, cli_env):
     proc = bench("run", str(QUICKSTART), "--profile", "smoke", "--out", str(out), env=cli_env)
     for label in ("SimCLR", "Supervised", "Random init"):
         assert label in proc.stdout
+
+
+@pytest.mark.skipif(not CIFAR10.exists(), reason="needs ../shared/data/cifar10")
+def test_methods_benchmark_tiny_profile_on_real_cifar10(tmp_path, cli_env):
+    out = tmp_path / "m"
+    proc = bench("run", str(ROOT / "benchmarks" / "methods_cifar10_cpu.toml"), "--profile", "tiny", "--out", str(out),
+                 "--data-root", str(CIFAR10.parent), env=cli_env)
+    assert "### knn on cifar10[256]" in proc.stdout and "### linear on cifar10[256]" in proc.stdout
