@@ -50,6 +50,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.methods.random_init",
     "plugins.evaluators.knn",
     "plugins.evaluators.linear",
+    "plugins.evaluators.finetune",
 )
 
 

@@ -108,7 +108,10 @@ class KNN(Evaluator):
             fit, task.fit.labels, target,
             num_classes=task.num_classes, k=k, temperature=temperature, chunk_size=self.params.chunk_size,
         )
-        return classification_metrics(scores.cpu(), task.target.labels.cpu(), task.num_classes)
+        # Log of the vote shares: their softmax is the share itself, which the AUC ranks across rows.
+        shares = scores / scores.sum(dim=1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+        logits = shares.clamp_min(1e-12).log()
+        return classification_metrics(logits.cpu(), task.target.labels.cpu(), task.num_classes)
 
 
 @hookimpl

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from harness.metrics import classification_metrics, topk_accuracy
+from harness.metrics import average_ranks, classification_metrics, macro_auc, mean_class_accuracy, topk_accuracy
 
 
 def naive_topk(scores: Tensor, labels: Tensor, k: int) -> float:
@@ -42,8 +45,13 @@ def test_topk_is_monotone_in_k() -> None:
     assert accs[-1] == 100.0
 
 
-@pytest.mark.parametrize(("num_classes", "keys"), [(2, {"top1"}), (3, {"top1", "top2"}), (5, {"top1", "top2"}),
-                                                     (6, {"top1", "top2", "top5"}), (100, {"top1", "top2", "top5"})])
+EXTRA = {"auc", "mean_class_acc"}
+
+
+@pytest.mark.parametrize(("num_classes", "keys"), [(2, {"top1"} | EXTRA), (3, {"top1", "top2"} | EXTRA),
+                                                     (5, {"top1", "top2"} | EXTRA),
+                                                     (6, {"top1", "top2", "top5"} | EXTRA),
+                                                     (100, {"top1", "top2", "top5"} | EXTRA)])
 def test_classification_metrics_keys(num_classes: int, keys: set[str]) -> None:
     g = torch.Generator().manual_seed(num_classes)
     scores = torch.randn(64, num_classes, generator=g)
@@ -63,3 +71,94 @@ def test_rejects_bad_shapes() -> None:
         topk_accuracy(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), 4)
     with pytest.raises(ValueError):
         classification_metrics(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), 10)
+
+
+def sklearn_auc(scores: Tensor, labels: Tensor) -> float:
+    probs = torch.softmax(scores.double(), dim=1).numpy()
+    if scores.shape[1] == 2:  # sklearn's binary form takes the positive class's column
+        return 100.0 * float(roc_auc_score(labels.numpy(), probs[:, 1]))
+    return 100.0 * float(roc_auc_score(labels.numpy(), probs, multi_class="ovr", average="macro",
+                                       labels=list(range(scores.shape[1]))))
+
+
+@pytest.mark.parametrize(("n", "num_classes", "levels"), [(200, 10, None), (50, 3, None), (300, 5, 3), (80, 2, 4),
+                                                           (120, 4, 2)])
+def test_macro_auc_matches_sklearn(n: int, num_classes: int, levels: int | None) -> None:
+    g = torch.Generator().manual_seed(n + num_classes)
+    scores = torch.randn(n, num_classes, generator=g)
+    if levels is not None:  # few distinct score rows: many tied probabilities
+        scores = torch.randint(0, levels, (n, num_classes), generator=g).float()
+    labels = torch.arange(n) % num_classes
+    labels = labels[torch.randperm(n, generator=g)]
+    scores[:, 0] += labels.eq(0).float()  # some signal, so the AUC is not ~50 everywhere
+    assert macro_auc(scores, labels) == pytest.approx(sklearn_auc(scores, labels), abs=1e-9)
+
+
+def naive_binary_auc(score: list[float], positive: list[bool]) -> float:
+    """Fraction of (positive, negative) pairs ranked correctly, ties counting one half."""
+    pos = [s for s, p in zip(score, positive) if p]
+    neg = [s for s, p in zip(score, positive) if not p]
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_macro_auc_matches_pairwise_count_with_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (60, 4), generator=g).float()
+    labels = torch.randint(0, 4, (60,), generator=g)
+    probs = torch.softmax(scores.double(), dim=1)
+    want = [naive_binary_auc(probs[:, c].tolist(), (labels == c).tolist()) for c in range(4)]
+    assert macro_auc(scores, labels) == pytest.approx(100.0 * sum(want) / 4, abs=1e-9)
+
+
+def test_average_ranks_share_ties() -> None:
+    ranks = average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0, 3.0]))
+    assert ranks.tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]
+
+
+def test_macro_auc_perfect_reversed_and_constant() -> None:
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    perfect = torch.nn.functional.one_hot(labels, 3).float() * 5
+    assert macro_auc(perfect, labels) == pytest.approx(100.0)
+    assert macro_auc(-perfect, labels) == pytest.approx(0.0)
+    assert macro_auc(torch.zeros(7, 3), labels) == pytest.approx(50.0)
+
+
+def test_macro_auc_skips_absent_classes() -> None:
+    labels = torch.tensor([0, 0, 2, 2])  # class 1 never occurs: averaged over classes 0 and 2
+    scores = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 2.0]])
+    assert macro_auc(scores, labels) == pytest.approx(100.0)
+    assert math.isnan(macro_auc(torch.zeros(3, 3), torch.tensor([1, 1, 1])))  # one class only: undefined
+
+
+def naive_mean_class_acc(scores: Tensor, labels: Tensor) -> float:
+    per_class = []
+    for c in sorted(set(labels.tolist())):
+        rows = [i for i, y in enumerate(labels.tolist()) if y == c]
+        per_class.append(sum(int(scores[i].argmax()) == c for i in rows) / len(rows))
+    return 100.0 * sum(per_class) / len(per_class)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mean_class_acc_matches_naive_loop(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.cat([torch.zeros(50), torch.ones(10), torch.full((3,), 3)]).long()  # imbalanced, class 2 absent
+    scores = torch.randn(len(labels), 5, generator=g)
+    scores[torch.arange(len(labels)), labels] += 1.0
+    got = mean_class_accuracy(scores, labels)
+    assert got == pytest.approx(naive_mean_class_acc(scores, labels))
+    assert got != pytest.approx(topk_accuracy(scores, labels, 1))  # imbalanced: differs from top-1
+
+
+def test_mean_class_acc_equals_top1_when_balanced() -> None:
+    g = torch.Generator().manual_seed(4)
+    labels = torch.arange(100) % 5
+    scores = torch.randn(100, 5, generator=g)
+    m = classification_metrics(scores, labels, 5)
+    assert m["mean_class_acc"] == pytest.approx(m["top1"])
+
+
+def test_perfect_scores_give_100_everywhere() -> None:
+    labels = torch.arange(30) % 10
+    m = classification_metrics(torch.nn.functional.one_hot(labels, 10).float(), labels, 10)
+    assert m == pytest.approx({"top1": 100.0, "top2": 100.0, "top5": 100.0, "auc": 100.0, "mean_class_acc": 100.0})

@@ -164,8 +164,9 @@ def test_evaluators_run_under_inference_mode(cls: type[Evaluator], hparams: Mapp
 
 
 @pytest.mark.parametrize(("cls", "hparams"), EVALUATORS)
-@pytest.mark.parametrize(("num_classes", "keys"), [(2, {"top1"}), (4, {"top1", "top2"}),
-                                                     (10, {"top1", "top2", "top5"})])
+@pytest.mark.parametrize(("num_classes", "keys"), [(2, {"top1", "auc", "mean_class_acc"}),
+                                                     (4, {"top1", "top2", "auc", "mean_class_acc"}),
+                                                     (10, {"top1", "top2", "top5", "auc", "mean_class_acc"})])
 def test_metric_keys(cls: type[Evaluator], hparams: Mapping[str, float], num_classes: int, keys: set[str]) -> None:
     metrics = run(cls, planted_task(num_classes, noise=0.6, n_fit=100, n_target=40), hparams)
     assert set(metrics) == keys
