@@ -46,6 +46,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.datasets.torchvision_sets",
     "plugins.datasets.folder_sets",
     "plugins.methods.simclr",
+    "plugins.methods.moco",
+    "plugins.methods.byol",
     "plugins.methods.supervised",
     "plugins.methods.random_init",
     "plugins.evaluators.knn",
