@@ -5,12 +5,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 QUICKSTART = ROOT / "benchmarks" / "quickstart.toml"
 
 os.environ.setdefault("BENCH_DISABLE_PLUGIN_AUTOLOAD", "0")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny matmuls on a busy 2-core machine crawl with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

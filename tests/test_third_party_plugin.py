@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import venv
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest

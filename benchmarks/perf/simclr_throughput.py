@@ -132,7 +132,7 @@ def main() -> None:
             train_step(a.to(device, non_blocking=True), b.to(device, non_blocking=True))
 
         pil[workers] = timed(pil_step, args.steps, args.warmup, device)
-        del batches, loader
+
     best_workers = min(pil, key=lambda w: pil[w])
 
     def ips(seconds: float) -> float:

@@ -18,14 +18,9 @@ pipeline's ``__call__`` is the composition. Normalisation lives in :func:`harnes
 
 from __future__ import annotations
 
-from harness.augment._common import _per_sample, _size2, _uniform, bernoulli_mask, random_permutations
+from harness.augment._common import bernoulli_mask, random_permutations
 from harness.augment.colour import (
     LUMA_WEIGHTS,
-    _blend_,
-    _brightness_,
-    _check_channels,
-    _contrast_,
-    _saturation_,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -45,7 +40,6 @@ from harness.augment.filters import (
     solarize,
 )
 from harness.augment.geometry import (
-    _CROP_ATTEMPTS,
     all_rotations,
     crop_resize,
     horizontal_flip,

@@ -33,7 +33,7 @@ from harness.components import DataContext, Dataset
 from harness.data import ImageSet
 from harness.errors import DataError
 from plugins.datasets.imagefolder import FolderOptions, load_image_folder
-from plugins.datasets.named import check_split, missing_data, params_with_size, parquet_under_root
+from plugins.datasets.named import dataset_class, missing_data, params_with_size, parquet_under_root
 
 
 class FolderSetParams(FolderOptions):
@@ -117,16 +117,9 @@ def load_folder_set(spec: FolderSpec, split: str, p: FolderSetParams, ctx: DataC
 def _make(spec: FolderSpec) -> type[Dataset]:
     """The Dataset class registered as ``spec.name``."""
     title = "".join(part.title() for part in spec.name.split("_"))
-
-    def load(self: Dataset, split: str, ctx: DataContext) -> ImageSet:
-        check_split(spec.name, split, self.splits)
-        return load_folder_set(spec, split, self.params, ctx)  # type: ignore[arg-type]
-
-    load.__doc__ = "Return ``split``: uint8 images (N, 3, S, S) with S = ``image_size``, int64 labels (N,)."
-    attrs = {"name": spec.name, "spec": spec, "splits": tuple(spec.split_dirs or ("train", "test")),
-             "Params": params_with_size(FolderSetParams, f"{title}Params", 64), "load": load,
-             "__doc__": spec.doc, "__module__": __name__, "__qualname__": title}
-    return type(title, (Dataset,), attrs)
+    return dataset_class(spec.name, tuple(spec.split_dirs or ("train", "test")),
+                         params_with_size(FolderSetParams, f"{title}Params", 64), spec.doc,
+                         lambda split, p, ctx: load_folder_set(spec, split, p, ctx))  # type: ignore[arg-type]
 
 
 DATASETS: dict[str, type[Dataset]] = {spec.name: _make(spec) for spec in SPECS}

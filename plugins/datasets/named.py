@@ -14,7 +14,7 @@ Resolution order of a named dataset ``name``'s split ``s`` under the data root `
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Protocol
 
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, create_model
 from torch import Tensor
 
-from harness.components import DataContext
+from harness.components import DataContext, Dataset
 from harness.components import Params as BaseParams
 from harness.data import ImageSet, file_fingerprint, stratified_split
 from harness.errors import DataError
@@ -158,3 +158,21 @@ def missing_data(name: str, split: str, root: Path, expected: Sequence[str], lay
             else f"; {name} cannot be downloaded automatically ({no_download}), place its files there")
     return DataError(f"{name}: no data for split '{split}': expected HF-style Parquet {root / name}/{split}.parquet "
                      f"or the {layout} {where}; {fix}")
+
+
+def dataset_class(name: str, splits: Sequence[str], params: type[BaseParams], doc: str,
+                  load: Callable[[str, BaseParams, DataContext], ImageSet]) -> type[Dataset]:
+    """A Dataset subclass registered as ``name`` whose ``load`` checks the split and calls ``load``.
+
+    The table-driven modules (torchvision_sets, folder_sets) make one class per row with it.
+    """
+    title = "".join(part.title() for part in name.split("_"))
+
+    def load_split(self: Dataset, split: str, ctx: DataContext) -> ImageSet:
+        check_split(name, split, self.splits)
+        return load(split, self.params, ctx)
+
+    load_split.__doc__ = "Return ``split``: uint8 images (N, 3, S, S) with S = ``image_size``, int64 labels (N,)."
+    attrs = {"name": name, "splits": tuple(splits), "Params": params, "load": load_split,
+             "__doc__": doc, "__module__": params.__module__, "__qualname__": title}
+    return type(title, (Dataset,), attrs)

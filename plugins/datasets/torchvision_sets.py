@@ -30,7 +30,7 @@ from harness.components import DataContext, Dataset
 from harness.data import ImageSet, cached, file_fingerprint, resize_uint8
 from harness.errors import DataError
 from plugins.datasets.decode import load_files_cached
-from plugins.datasets.named import (NamedParams, carve, check_split, content_key, missing_data, params_with_size,
+from plugins.datasets.named import (NamedParams, carve, content_key, dataset_class, missing_data, params_with_size,
                                     parquet_under_root)
 
 
@@ -163,16 +163,9 @@ def load_torchvision(spec: Spec, split: str, p: NamedParams, ctx: DataContext) -
 def _make(spec: Spec) -> type[Dataset]:
     """The Dataset class registered as ``spec.name``."""
     title = "".join(part.title() for part in spec.name.split("_"))
-
-    def load(self: Dataset, split: str, ctx: DataContext) -> ImageSet:
-        check_split(spec.name, split, self.splits)
-        return load_torchvision(spec, split, self.params, ctx)  # type: ignore[arg-type]
-
-    load.__doc__ = "Return ``split``: uint8 images (N, 3, S, S) with S = ``image_size``, int64 labels (N,)."
-    attrs = {"name": spec.name, "spec": spec, "splits": tuple(spec.splits) or ("train", "test"),
-             "Params": params_with_size(NamedParams, f"{title}Params", spec.image_size), "load": load,
-             "__doc__": spec.doc, "__module__": __name__, "__qualname__": title}
-    return type(title, (Dataset,), attrs)
+    return dataset_class(spec.name, tuple(spec.splits) or ("train", "test"),
+                         params_with_size(NamedParams, f"{title}Params", spec.image_size), spec.doc,
+                         lambda split, p, ctx: load_torchvision(spec, split, p, ctx))  # type: ignore[arg-type]
 
 
 DATASETS: dict[str, type[Dataset]] = {spec.name: _make(spec) for spec in SPECS}

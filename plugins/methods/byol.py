@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from harness.heads import mlp_head
 from harness.momentum import cosine_tau, ema_update, frozen_copy
 
 
@@ -67,16 +68,6 @@ def byol_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
     return regression_loss(p1, z2) + regression_loss(p2, z1)
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """The projector/predictor MLP of [0]: Linear-BN-ReLU-Linear. Shape: (B, in) -> (B, out)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
-    )
-
-
 class BYOL(Method):
     """BYOL [0]: online predictor regresses the EMA target's projection, symmetrised over views."""
 
@@ -98,8 +89,8 @@ class BYOL(Method):
 
     def __init__(self, params: Params, backbone: Backbone, *, num_classes: int) -> None:
         super().__init__(params, backbone, num_classes=num_classes)
-        self.projector = mlp(backbone.feature_dim, params.proj_hidden_dim, params.proj_dim)
-        self.predictor = mlp(params.proj_dim, params.pred_hidden_dim, params.proj_dim)
+        self.projector = mlp_head(backbone.feature_dim, params.proj_hidden_dim, params.proj_dim)
+        self.predictor = mlp_head(params.proj_dim, params.pred_hidden_dim, params.proj_dim)
         self.target = frozen_copy(nn.Sequential(backbone, self.projector))
 
     def loss(self, batch: Batch) -> Tensor:

@@ -42,12 +42,13 @@ from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
 from harness.augment import color_jitter, permute_tiles, tile_grid
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
+from harness.heads import mlp_head
 
 Selection = Literal["max_min", "max_sum"]
 
@@ -167,12 +168,7 @@ class Jigsaw(Method):
         self.register_buffer("permutations", perms)
         # (seed, number of puzzles batches drawn): the seed comes from the global RNG at build time.
         self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
-        self.head = nn.Sequential(
-            nn.Linear(n * backbone.feature_dim, params.hidden_dim, bias=False),
-            nn.BatchNorm1d(params.hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(params.hidden_dim, params.num_permutations),
-        )
+        self.head = mlp_head(n * backbone.feature_dim, params.hidden_dim, params.num_permutations)
 
     def puzzles(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Cut, jitter, shuffle and standardise tiles of normalised images (B, C, H, W).

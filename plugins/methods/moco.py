@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from harness.heads import mlp_head
 from harness.momentum import ema_update, frozen_copy
 
 
@@ -65,11 +66,6 @@ def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Ten
     logits = torch.cat([pos, neg], dim=1) / temperature
     targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, targets)
-
-
-def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """The MoCo v2 head of [1]: Linear-ReLU-Linear. Shape: (B, in) -> (B, out)."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
 
 class MoCoV2(Method):
@@ -102,7 +98,7 @@ class MoCoV2(Method):
     def __init__(self, params: Params, backbone: Backbone, *, num_classes: int) -> None:
         super().__init__(params, backbone, num_classes=num_classes)
         hidden = params.proj_hidden_dim or backbone.feature_dim
-        self.projector = mlp_head(backbone.feature_dim, hidden, params.proj_dim)
+        self.projector = mlp_head(backbone.feature_dim, hidden, params.proj_dim, batch_norm=False)
         self.key_encoder = frozen_copy(nn.Sequential(backbone, self.projector))
         self.register_buffer("queue", F.normalize(torch.randn(params.queue_size, params.proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))

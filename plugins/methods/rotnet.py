@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
 from harness.augment import all_rotations
+from harness.heads import mlp_head
 
 NUM_ROTATIONS = 4
 
@@ -38,12 +39,7 @@ def rotation_head(in_dim: int, kind: Literal["linear", "mlp"], hidden_dim: int) 
     """The rotation classifier. Shape: (N, in_dim) -> (N, 4)."""
     if kind == "linear":
         return nn.Linear(in_dim, NUM_ROTATIONS)
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim, bias=False),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, NUM_ROTATIONS),
-    )
+    return mlp_head(in_dim, hidden_dim, NUM_ROTATIONS)
 
 
 def rotation_loss(logits: Tensor, labels: Tensor) -> Tensor:

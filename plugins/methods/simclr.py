@@ -19,10 +19,11 @@ from typing import Annotated
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from harness.heads import mlp_head
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
@@ -46,16 +47,6 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """The 2-layer projection head g(.) of [0]: Linear-BN-ReLU-Linear. Shape: (B, in) -> (B, out)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim, bias=False),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
-    )
-
-
 class SimCLR(Method):
     """SimCLR [0]: two views per image, MLP projection, NT-Xent over the (global) batch."""
 
@@ -76,7 +67,7 @@ class SimCLR(Method):
     def __init__(self, params: Params, backbone: Backbone, *, num_classes: int) -> None:
         super().__init__(params, backbone, num_classes=num_classes)
         hidden = params.proj_hidden_dim or backbone.feature_dim
-        self.projector = projection_mlp(backbone.feature_dim, hidden, params.proj_dim)
+        self.projector = mlp_head(backbone.feature_dim, hidden, params.proj_dim)
 
     def loss(self, batch: Batch) -> Tensor:
         """NT-Xent between the projections of the two views (each (B, C, H, W))."""

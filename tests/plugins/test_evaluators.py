@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pluggy
 import pytest
@@ -18,15 +18,7 @@ from plugins.evaluators.knn import KNN, knn_scores
 from plugins.evaluators.linear import Linear, train_linear
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matmuls gain nothing from threads and stall for ms on a busy machine: run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NoEncoder(nn.Module):
