@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,8 +22,13 @@ FIXTURE = ROOT / "tests" / "fixtures" / "bench-toy"
 def toy_env(tmp_path_factory):
     """A new venv (seeing the installed ssl-bench and torch) with bench-toy pip-installed into it."""
     where = tmp_path_factory.mktemp("venv")
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(where)  # pip and setuptools: the outer ones
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(where)
     python = where / "bin" / "python"
+    # See this interpreter's packages (torch, ssl-bench, pip, setuptools) even when it is itself a venv.
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(inner, "outer-environment.pth").write_text("\n".join(sorted(outer)) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     str(FIXTURE)], check=True, capture_output=True, text=True, timeout=300)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BENCH_DISABLE_PLUGIN_AUTOLOAD")}
