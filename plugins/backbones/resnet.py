@@ -11,8 +11,6 @@ CIFAR-10 (Sec. 4.2) and as SSL papers do for 32x32 inputs; the residual stages a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
-
 from torch import Tensor, nn
 from torchvision import models
 
@@ -39,76 +37,30 @@ def build_resnet(arch: str, params: ResNetParams, *, cifar_stem: bool) -> nn.Mod
     return net
 
 
-class ResNet18(Backbone):
-    """ResNet-18 with the ImageNet stem. Shape: (B, 3, H, W) -> (B, 512)."""
+def resnet_backbone(name: str, arch: str, *, cifar_stem: bool, feature_dim: int) -> type[Backbone]:
+    """The Backbone class registered as ``name``: torchvision ``arch`` with the chosen stem."""
+    stem = "the CIFAR stem (3x3 stride-1 conv, no max-pool)" if cifar_stem else "the ImageNet stem"
 
-    name: ClassVar[str] = "resnet18"
+    def __init__(self: Backbone, params: ResNetParams) -> None:
+        Backbone.__init__(self, params)
+        self.net = build_resnet(arch, params, cifar_stem=cifar_stem)
+        self.feature_dim = feature_dim
 
-    class Params(ResNetParams):
-        """ResNet-18 parameters (see :class:`ResNetParams`)."""
+    def forward(self: Backbone, x: Tensor) -> Tensor:
+        features: Tensor = self.net(x)
+        return features
 
-    def __init__(self, params: ResNetParams) -> None:
-        super().__init__(params)
-        self.net = build_resnet("resnet18", params, cifar_stem=False)
-        self.feature_dim = 512
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images (B, 3, H, W) to features (B, 512)."""
-        return self.net(x)  # type: ignore[no-any-return]
-
-
-class ResNet18Cifar(Backbone):
-    """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool). Shape: (B, 3, H, W) -> (B, 512)."""
-
-    name: ClassVar[str] = "resnet18_cifar"
-
-    class Params(ResNetParams):
-        """ResNet-18 (CIFAR stem) parameters (see :class:`ResNetParams`)."""
-
-    def __init__(self, params: ResNetParams) -> None:
-        super().__init__(params)
-        self.net = build_resnet("resnet18", params, cifar_stem=True)
-        self.feature_dim = 512
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images (B, 3, H, W) to features (B, 512)."""
-        return self.net(x)  # type: ignore[no-any-return]
+    forward.__doc__ = f"Map images (B, 3, H, W) to features (B, {feature_dim})."
+    title = "".join(part.title() for part in name.split("_")).replace("Resnet", "ResNet")
+    doc = f"{arch.replace('resnet', 'ResNet-')} with {stem}. Shape: (B, 3, H, W) -> (B, {feature_dim})."
+    return type(title, (Backbone,), {"name": name, "Params": ResNetParams, "__init__": __init__, "forward": forward,
+                                      "__doc__": doc, "__module__": __name__, "__qualname__": title})
 
 
-class ResNet50(Backbone):
-    """ResNet-50 with the ImageNet stem. Shape: (B, 3, H, W) -> (B, 2048)."""
-
-    name: ClassVar[str] = "resnet50"
-
-    class Params(ResNetParams):
-        """ResNet-50 parameters (see :class:`ResNetParams`)."""
-
-    def __init__(self, params: ResNetParams) -> None:
-        super().__init__(params)
-        self.net = build_resnet("resnet50", params, cifar_stem=False)
-        self.feature_dim = 2048
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images (B, 3, H, W) to features (B, 2048)."""
-        return self.net(x)  # type: ignore[no-any-return]
-
-
-class ResNet50Cifar(Backbone):
-    """ResNet-50 with the CIFAR stem (3x3 stride-1 conv, no max-pool). Shape: (B, 3, H, W) -> (B, 2048)."""
-
-    name: ClassVar[str] = "resnet50_cifar"
-
-    class Params(ResNetParams):
-        """ResNet-50 (CIFAR stem) parameters (see :class:`ResNetParams`)."""
-
-    def __init__(self, params: ResNetParams) -> None:
-        super().__init__(params)
-        self.net = build_resnet("resnet50", params, cifar_stem=True)
-        self.feature_dim = 2048
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map images (B, 3, H, W) to features (B, 2048)."""
-        return self.net(x)  # type: ignore[no-any-return]
+ResNet18 = resnet_backbone("resnet18", "resnet18", cifar_stem=False, feature_dim=512)
+ResNet18Cifar = resnet_backbone("resnet18_cifar", "resnet18", cifar_stem=True, feature_dim=512)
+ResNet50 = resnet_backbone("resnet50", "resnet50", cifar_stem=False, feature_dim=2048)
+ResNet50Cifar = resnet_backbone("resnet50_cifar", "resnet50", cifar_stem=True, feature_dim=2048)
 
 
 @hookimpl
