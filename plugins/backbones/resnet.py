@@ -47,7 +47,7 @@ def resnet_backbone(name: str, arch: str, *, cifar_stem: bool, feature_dim: int)
         self.feature_dim = feature_dim
 
     def forward(self: Backbone, x: Tensor) -> Tensor:
-        features: Tensor = self.net(x)
+        features: Tensor = self.get_submodule("net")(x)
         return features
 
     forward.__doc__ = f"Map images (B, 3, H, W) to features (B, {feature_dim})."
