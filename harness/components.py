@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import inspect
+
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
@@ -110,17 +112,21 @@ class Batch:
     Attributes:
         views: one tensor per entry of ``method.views``, each normalised float (B, C, H, W).
         labels: class labels (B,), int64; only supervised methods may read them.
+        indices: positions (B,), int64, of the samples in the pretraining set, in [0, num_samples)
+            (memory banks of PIRL and CMC key on them); None where there is no such set.
     """
 
     views: list[Tensor]
     labels: Tensor
+    indices: Tensor | None = None
 
 
 class Method(nn.Module):
     """A pretraining method: a backbone, the heads it adds, and a loss.
 
     Subclasses set ``name`` and ``Params`` (a :class:`MethodParams`) and implement :meth:`loss`.
-    The harness builds ``cls(params, backbone, num_classes=...)``, feeds :class:`Batch` objects
+    The harness builds ``cls(params, backbone, num_classes=...)`` (plus ``num_samples=``, the size
+    of the pretraining set, when ``__init__`` takes that keyword), feeds :class:`Batch` objects
     whose views follow ``params.views``, steps the optimizer over ``self.parameters()`` and calls
     :meth:`on_step_end` after every optimizer step. Only ``self.backbone`` is evaluated downstream.
     """
@@ -147,6 +153,13 @@ class Method(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (momentum encoders, queues). ``step`` counts from 1."""
+
+
+def instantiate_method(cls: type[Method], params: MethodParams, backbone: Backbone, *, num_classes: int,
+                 num_samples: int) -> Method:
+    """``cls(params, backbone, num_classes=...)``, adding ``num_samples`` where ``cls`` takes it."""
+    extra = {"num_samples": num_samples} if "num_samples" in inspect.signature(cls).parameters else {}
+    return cls(params, backbone, num_classes=num_classes, **extra)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from harness.atomic import atomic_torch_save, atomic_write_text
-from harness.components import Backbone, DataContext, EvalTask
+from harness.components import Backbone, DataContext, EvalTask, instantiate_method
 from harness.data import ImageSet, balanced_subset, stratified_split
 from harness.errors import BenchError
 from harness.features import FeatureCache
@@ -146,7 +146,8 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
     train = run.load_split(job.dataset, "train")
     torch.manual_seed(job.seed)
     method_cls = run.registry.get("methods", job.method.name)
-    method = method_cls(job.method.params, build_backbone(run, job), num_classes=train.num_classes)
+    method = instantiate_method(method_cls, job.method.params, build_backbone(run, job), num_classes=train.num_classes,
+                          num_samples=len(train))
     stats = PretrainStats()
     if method_cls.trains and job.pretrain.epochs > 0:
         pipelines = {view: run.registry.get("augmentations", r.name)(r.params) for view, r in job.views.items()}

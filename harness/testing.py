@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.components import Batch, EvalTask
+from harness.components import Batch, EvalTask, instantiate_method
 from harness.data import ImageSet, normalize, to_float
 from harness.plugins import Registry, collect, make_plugin_manager
 
@@ -39,11 +39,12 @@ def tiny_images(n: int = 8, size: int = 32, seed: int = 0, num_classes: int = 4)
 
 
 def build_method(registry: Registry, name: str, backbone: str = TINY_BACKBONE, seed: int = 0,
-                 params: dict[str, Any] | None = None, num_classes: int = 4) -> Any:
+                 params: dict[str, Any] | None = None, num_classes: int = 4, num_samples: int = 64) -> Any:
     torch.manual_seed(seed)
     bb_cls = registry.get("backbones", backbone)
     cls = registry.get("methods", name)
-    return cls(cls.Params.model_validate(params or {}), bb_cls(bb_cls.Params()), num_classes=num_classes)
+    return instantiate_method(cls, cls.Params.model_validate(params or {}), bb_cls(bb_cls.Params()), num_classes=num_classes,
+                        num_samples=num_samples)
 
 
 def method_batch(registry: Registry, method: Any, data: ImageSet, seed: int = 0) -> Batch:
@@ -54,7 +55,7 @@ def method_batch(registry: Registry, method: Any, data: ImageSet, seed: int = 0)
     for name in method.views:
         cls = registry.get("augmentations", name)
         views.append(normalize(cls(cls.Params())(x, generator=g)))
-    return Batch(views=views, labels=data.labels)
+    return Batch(views=views, labels=data.labels, indices=torch.arange(len(data)))
 
 
 def method_loss(registry: Registry, method: Any, data: ImageSet, seed: int = 0) -> torch.Tensor:

@@ -136,7 +136,7 @@ def pretrain(
         if cuda:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with autocast:
-            loss = method.loss(Batch(views=views, labels=labels[idx]))
+            loss = method.loss(Batch(views=views, labels=labels[idx], indices=idx))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
