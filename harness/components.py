@@ -178,6 +178,8 @@ class EvalTask:
         features: returns cached encoder features (N, feature_dim) of an ImageSet.
         device: where to compute.
         seed: seed for every random choice of the evaluator.
+        out_dir: folder for files the evaluator writes beside its metrics (a gallery PNG), created on
+            demand; None where nothing may be written.
     """
 
     encoder: nn.Module
@@ -187,6 +189,7 @@ class EvalTask:
     features: Callable[[ImageSet], Tensor]
     device: torch.device
     seed: int
+    out_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

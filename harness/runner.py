@@ -7,6 +7,7 @@ Layout of an output folder::
     <out>/artifacts/<pretrain key>/last.pt       resumable state of an unfinished pretraining
     <out>/artifacts/<pretrain key>/features/     cached features per dataset split
     <out>/results/<eval key>.parquet             result rows of a finished evaluation
+    <out>/evaluations/<eval key>/                files an evaluator writes (gallery PNG)
     <out>/logs/<key>.log                         traceback of a failed job
     <out>/leaderboard.md                         regenerated after every run
 """
@@ -223,7 +224,8 @@ def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, fe
 
     def make_task(fit: ImageSet, target: ImageSet) -> EvalTask:
         return EvalTask(encoder=encoder, fit=fit, target=target, num_classes=train.num_classes,
-                        features=features, device=run.device, seed=job.pretrain.seed)
+                        features=features, device=run.device, seed=job.pretrain.seed,
+                        out_dir=run.out_dir / "evaluations" / job.key)
 
     outcome = sweep_and_test(evaluator, make_task, train, test, job.grid, metric=job.metric,
                              val_fraction=job.val_fraction, seed=job.pretrain.seed)
