@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from harness.data import ImageSet
+from harness.errors import BenchError, UnknownComponentError
 
 
 class Params(BaseModel):
@@ -94,15 +95,48 @@ class Augmentation:
 
 
 class Backbone(nn.Module):
-    """An encoder: ``forward(x)`` maps normalised images (B, C, H, W) to features (B, feature_dim)."""
+    """An encoder: ``forward(x)`` maps normalised images (B, C, H, W) to features (B, feature_dim).
+
+    A backbone lists its stages (input to output) in :meth:`stage_modules`, so evaluators can freeze
+    the first K of them with :meth:`freeze_stages` (seed 003 freezes AlexNet up to conv3). A backbone
+    registered under a family name ending in ``":"`` (``"timm:"``) builds its members by name through
+    :meth:`variant` (``"timm:resnet18"``).
+    """
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     feature_dim: int
+    frozen_stages: int = 0
 
     def __init__(self, params: AnyParams) -> None:
         super().__init__()
         self.params = params
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The stages, input to output. The default is one stage, the whole network."""
+        return [self]
+
+    def freeze_stages(self, k: int) -> None:
+        """Freeze stages 1..k: no gradients to their parameters, batch norms kept in eval mode."""
+        stages = self.stage_modules()
+        if not 0 <= k <= len(stages):
+            raise BenchError(f"backbone '{self.name}' has {len(stages)} stage(s); cannot freeze {k}")
+        for stage in stages[:k]:
+            stage.requires_grad_(False)
+        self.frozen_stages = k
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Set train/eval mode; frozen stages stay in eval mode (fixed batch-norm statistics)."""
+        super().train(mode)
+        for stage in self.stage_modules()[: self.frozen_stages]:
+            nn.Module.train(stage, False)
+        return self
+
+    @classmethod
+    def variant(cls, member: str) -> type[Backbone]:
+        """The class of family member ``member`` (families only: ``name`` ends with ``":"``)."""
+        raise UnknownComponentError("backbone", f"{cls.name}{member}", [])
 
 
 @dataclass

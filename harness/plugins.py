@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.backbones.convnet",
     "plugins.backbones.resnet",
     "plugins.backbones.alexnet",
+    "plugins.backbones.timm_models",
     "plugins.datasets.shapes",
     "plugins.datasets.digits",
     "plugins.datasets.parquet",
@@ -128,15 +129,25 @@ class Registry:
     entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> type[Any]:
-        """The class registered as ``name`` in ``kind`` (e.g. "methods"), or UnknownComponentError."""
-        try:
-            return self.entries[kind][name].cls
-        except KeyError:
-            raise UnknownComponentError(kind.rstrip("s"), name, self.entries.get(kind, {})) from None
+        """The class registered as ``name`` in ``kind`` (e.g. "methods"), or UnknownComponentError.
+
+        ``"family:member"`` resolves through the class registered as ``"family:"`` and its
+        ``variant(member)`` classmethod (``timm:resnet18``).
+        """
+        entries = self.entries.get(kind, {})
+        if name in entries:
+            return entries[name].cls
+        family, colon, member = name.partition(":")
+        if colon and member and f"{family}:" in entries:
+            cls: type[Any] = getattr(entries[f"{family}:"].cls, "variant")(member)
+            return cls
+        raise UnknownComponentError(kind.rstrip("s"), name, entries)
 
     def entry(self, kind: str, name: str) -> Entry:
+        """The registration record of ``name``; a family member shares its family's record."""
         self.get(kind, name)
-        return self.entries[kind][name]
+        entries = self.entries[kind]
+        return entries[name] if name in entries else entries[name.partition(":")[0] + ":"]
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries.get(kind, {}))

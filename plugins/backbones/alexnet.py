@@ -77,16 +77,11 @@ class AlexNetBN(Backbone):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for stage in self.stages[: params.freeze_stages]:
-            stage.requires_grad_(False)
-        self.train()
+        self.freeze_stages(params.freeze_stages)
 
-    def train(self, mode: bool = True) -> AlexNetBN:
-        """Set train/eval mode; frozen stages always stay in eval mode (fixed BN statistics)."""
-        super().train(mode)
-        for stage in self.stages[: self.params.freeze_stages]:
-            stage.eval()
-        return self
+    def stage_modules(self) -> list[nn.Module]:
+        """conv1..conv5, each with its batch norm, ReLU and max-pool."""
+        return list(self.stages)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map images (B, 3, H, W) to features (B, feature_dim)."""

@@ -68,6 +68,15 @@ class ConvNetSmall(Backbone):
         features: Tensor = self.pool(self.features(x)).flatten(1)
         return features
 
+    def stage_modules(self) -> list[nn.Module]:
+        """One stage per width: its max-pool (stages 2..) and its conv-BN-ReLU blocks."""
+        stages: list[list[nn.Module]] = []
+        for layer in self.features:
+            if isinstance(layer, nn.MaxPool2d) or not stages:
+                stages.append([])
+            stages[-1].append(layer)
+        return [nn.ModuleList(stage) for stage in stages]
+
 
 @hookimpl
 def bench_register_backbones(register: Callable[[type], None]) -> None:

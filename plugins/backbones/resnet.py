@@ -50,10 +50,16 @@ def resnet_backbone(name: str, arch: str, *, cifar_stem: bool, feature_dim: int)
         features: Tensor = self.get_submodule("net")(x)
         return features
 
+    def stage_modules(self: Backbone) -> list[nn.Module]:
+        """Five stages: the stem (conv1, bn1, and the max-pool where there is one), layer1..layer4."""
+        net = self.get_submodule("net")
+        return [nn.ModuleList([net.conv1, net.bn1]), net.layer1, net.layer2, net.layer3, net.layer4]
+
     forward.__doc__ = f"Map images (B, 3, H, W) to features (B, {feature_dim})."
     title = "".join(part.title() for part in name.split("_")).replace("Resnet", "ResNet")
     doc = f"{arch.replace('resnet', 'ResNet-')} with {stem}. Shape: (B, 3, H, W) -> (B, {feature_dim})."
     return type(title, (Backbone,), {"name": name, "Params": ResNetParams, "__init__": __init__, "forward": forward,
+                                      "stage_modules": stage_modules,
                                       "__doc__": doc, "__module__": __name__, "__qualname__": title})
 
 

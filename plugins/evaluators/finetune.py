@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import EvalTask, Evaluator, hookimpl
+from harness import Backbone, EvalTask, Evaluator, hookimpl
 from harness import Params as BaseParams
 from harness.augment import random_resized_crop
 from harness.data import normalize, to_float
@@ -97,6 +97,8 @@ class FineTune(Evaluator):
         """Share of each class of ``task.fit`` that keeps its label (nested subsets; 0.01, 0.1, 0.5 in seed 002)."""
         freeze_backbone: bool = False
         """Train only the head (the encoder copy stays frozen, in eval mode)."""
+        freeze_stages: Annotated[int, Field(ge=0)] = 0
+        """Freeze the encoder's first K stages (seed 003 freezes AlexNet up to conv3: K = 3)."""
         epochs: Annotated[int, Field(gt=0)] = 10
         """Passes over the labelled subset."""
         batch_size: Annotated[int, Field(gt=0)] = 128
@@ -152,6 +154,10 @@ class FineTune(Evaluator):
             raise ValueError(f"finetune: {len(rows)} labelled image(s); batch norm needs at least 2")
         encoder = copy.deepcopy(task.encoder).to(device)
         encoder.requires_grad_(not p.freeze_backbone)
+        if p.freeze_stages:
+            if not isinstance(encoder, Backbone):
+                raise ValueError(f"finetune: freeze_stages needs a Backbone encoder, got {type(encoder).__name__}")
+            encoder.freeze_stages(p.freeze_stages)
         dim = feature_dim_of(encoder, normalize(to_float(images[:1])))
         torch.manual_seed(task.seed)
         model = FineTuneNet(encoder, dim, task.num_classes, float(hparams.get("dropout", p.dropout))).to(device)

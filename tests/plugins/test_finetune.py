@@ -198,3 +198,20 @@ def test_registration() -> None:
     assert registry.names("evaluators") == ["finetune"]
     assert registry.get("evaluators", "finetune") is FineTune
     assert "plugins.evaluators.finetune" in harness.plugins.DEFAULT_PLUGINS
+
+
+def test_freeze_stages_keeps_the_first_stages_and_trains_the_rest() -> None:
+    torch.manual_seed(0)
+    encoder = ConvNetSmall(ConvNetSmall.Params(width=4, stages=3)).eval().requires_grad_(False)
+    task = make_task(encoder)
+    model, diverged = evaluator(epochs=2, freeze_stages=2).finetune(task, HP)
+    assert not diverged
+    before, after = encoder.stage_modules(), model.encoder.stage_modules()
+    for k, (old, new) in enumerate(zip(before, after)):
+        same = all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+        assert same is (k < 2), f"stage {k + 1}"
+
+
+def test_freeze_stages_needs_a_backbone() -> None:
+    with pytest.raises(ValueError, match="freeze_stages needs a Backbone"):
+        evaluator(epochs=1, freeze_stages=1).finetune(make_task(), HP)
