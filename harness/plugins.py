@@ -54,6 +54,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.methods.byol",
     "plugins.methods.supervised",
     "plugins.methods.random_init",
+    "plugins.methods.pretrained",
     "plugins.evaluators.knn",
     "plugins.evaluators.linear",
     "plugins.evaluators.finetune",
