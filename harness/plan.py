@@ -19,6 +19,7 @@ from harness.specs import (
     ComponentRef,
     DatasetRef,
     PretrainSpec,
+    axis_points,
     eval_datasets,
     method_pretrain,
     resolve,
@@ -122,39 +123,48 @@ def _dataset(registry: Registry, ref: DatasetRef, source: str, loc: str) -> Reso
     return ResolvedDataset(r.name, r.params, r.version, ref.train_size, ref.test_size)
 
 
+def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int, pre: PretrainSpec) -> list[PretrainJob]:
+    """The pretraining jobs of method ``i`` at one point of the axes: a job per seed (with its sweep cells)."""
+    m = spec.methods[i]
+    method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
+    jobs: list[PretrainJob] = []
+    dataset = _dataset(registry, pre.dataset, source, "pretrain.dataset")
+    backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
+    views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
+                         f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
+    trains = registry.get("methods", m.name).trains
+    cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains and pre.sweep else []
+
+    def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
+        budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
+        budget["views"] = {v: r.payload() for v, r in views.items()}
+        key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
+                           "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
+                           "harness": harness_version()})  # an untrained method's budget changes nothing
+        return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_,
+                           hparams=tuple(cell.items()))
+
+    for seed in spec.seeds:
+        if not cells:
+            jobs.append(make_job(seed, pre, {}))
+            continue
+        candidates = tuple(make_job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
+                           for c in cells)
+        key = content_key({"kind": "select", "candidates": [c.key for c in candidates], "select": pre.select,
+                           "val_fraction": spec.val_fraction})
+        jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre,
+                                candidates=candidates))
+    return jobs
+
+
 def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark") -> Plan:
     """Every (method, seed) pretraining job and every (encoder, evaluation, dataset) job."""
     pretrain_jobs: list[PretrainJob] = []
     eval_jobs: list[EvalJob] = []
-    for i, m in enumerate(spec.methods):
-        pre = method_pretrain(spec, i, source)
-        method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
-        dataset = _dataset(registry, pre.dataset, source, "pretrain.dataset")
-        backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
-        views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
-                             f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
-        trains = registry.get("methods", m.name).trains
-        cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains and pre.sweep else []
-
-        def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
-            budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
-            budget["views"] = {v: r.payload() for v, r in views.items()}
-            key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
-                               "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
-                               "harness": harness_version()})  # an untrained method's budget changes nothing
-            return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_,
-                               hparams=tuple(cell.items()))
-
-        for seed in spec.seeds:
-            if not cells:
-                pretrain_jobs.append(make_job(seed, pre, {}))
-                continue
-            candidates = tuple(make_job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
-                               for c in cells)
-            key = content_key({"kind": "select", "candidates": [c.key for c in candidates], "select": pre.select,
-                               "val_fraction": spec.val_fraction})
-            pretrain_jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre,
-                                             candidates=candidates))
+    for i in range(len(spec.methods)):
+        for pre in axis_points(method_pretrain(spec, i, source)):
+            known = {j.key for j in pretrain_jobs}  # axes an untrained method ignores collapse into one job
+            pretrain_jobs += [j for j in _pretrain_jobs(spec, registry, source, i, pre) if j.key not in known]
     for j, ev in enumerate(spec.evaluations):
         evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source, f"evaluations[{j}]")
         cls = registry.get("evaluators", ev.name)

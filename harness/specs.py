@@ -9,6 +9,7 @@ then validates its own ``params`` with its ``Params`` model. Errors cite the fil
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -109,6 +110,9 @@ class PretrainSpec(Spec):
     """``<evaluator>.<metric>`` that picks the winner of a pretraining sweep (evaluator defaults)."""
     checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50
     """Steps between resumable checkpoints (not part of the job key: it does not change results)."""
+    axes: dict[Literal["batch_size", "epochs", "train_size"], list[Annotated[int, Field(gt=0)]]] = {}
+    """Study axes: every method is pretrained at every combination of these values, each its own row
+    (seed 002: batch sizes; seed 003: pretraining subset sizes ``train_size``, class-balanced and nested)."""
 
 
 class MethodSpec(Spec):
@@ -218,6 +222,19 @@ def load_benchmark(path: str | Path, profile: str | None = None, registry: Regis
     if registry is not None:
         validate_components(spec, registry, source)
     return spec
+
+
+def axis_points(pre: PretrainSpec) -> list[PretrainSpec]:
+    """``pre`` at every combination of its ``axes`` (itself when it has none), axes cleared."""
+    names = list(pre.axes)
+    points = []
+    for values in itertools.product(*pre.axes.values()):
+        point = dict(zip(names, values))
+        update: dict[str, Any] = {k: v for k, v in point.items() if k != "train_size"} | {"axes": {}}
+        if "train_size" in point:
+            update["dataset"] = pre.dataset.model_copy(update={"train_size": point["train_size"]})
+        points.append(pre.model_copy(update=update))
+    return points
 
 
 def method_pretrain(spec: BenchmarkSpec, index: int, source: str = "benchmark") -> PretrainSpec:

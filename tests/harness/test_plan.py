@@ -52,3 +52,24 @@ def test_checkpoint_cadence_and_budget_of_untrained_methods_do_not_change_keys(w
     plan = plan_of(write_toml, registry, TINY.replace("epochs = 1", "epochs = 2"))
     random_init = [j for j in plan.pretrain_jobs if j.method.name == "random_init"][0]
     assert random_init.key in base_pre
+
+
+def test_axes_expand_every_method_at_every_point(write_toml, registry):
+    text = TINY.replace("checkpoint_every_steps = 1", "checkpoint_every_steps = 1\naxes = { batch_size = [16, 32], train_size = [64, 128] }")
+    plan = plan_of(write_toml, registry, text)
+    simclr = [j for j in plan.pretrain_jobs if j.method.name == "simclr"]
+    points = sorted((j.pretrain.batch_size, j.dataset.train_size) for j in simclr)
+    assert points == [(16, 64), (16, 128), (32, 64), (32, 128)]
+    assert len({j.key for j in plan.pretrain_jobs}) == len(plan.pretrain_jobs)
+    random_init = [j for j in plan.pretrain_jobs if j.method.name == "random_init"]
+    assert sorted(j.dataset.train_size for j in random_init) == [64, 128]  # batch size changes nothing untrained
+    assert all(j.label == "simclr" and not j.pretrain.axes for j in simclr)
+    # evaluations target the benchmark's own dataset, whatever the pretraining subset
+    assert {e.dataset.train_size for e in plan.eval_jobs} == {None}
+    assert len(plan.eval_jobs) == 2 * len(plan.pretrain_jobs)
+
+
+def test_an_axis_point_equal_to_the_plain_setting_shares_its_key(write_toml, registry):
+    plain = plan_of(write_toml, registry, TINY)
+    text = TINY.replace("checkpoint_every_steps = 1", "checkpoint_every_steps = 1\naxes = { batch_size = [32, 64] }")
+    assert keys(plain) <= keys(plan_of(write_toml, registry, text))
