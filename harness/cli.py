@@ -22,7 +22,7 @@ import pluggy
 
 from harness.components import COMPONENT_KINDS, DataContext
 from harness.errors import BenchError
-from harness.leaderboard import render
+from harness.leaderboard import publish
 from harness.plan import Plan, make_plan
 from harness.plugins import Registry, load_registry, plugin_report
 from harness.results import read_rows, result_path
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("results", type=Path, nargs="+", help="results folders or files")
     lb.add_argument("--output", "-o", type=Path, help="write the markdown here as well as to stdout")
     lb.add_argument("--title", default="Leaderboard")
+    lb.add_argument("--html", type=Path, help="also write one static HTML page here")
+    lb.add_argument("--notes", type=Path, help="TOML of findings lines: [benchmark] study = '...', '<table heading>' = '...'")
+    lb.add_argument("--figures", type=Path, help="folder for the figures (default: figures/ beside the output)")
     return p
 
 
@@ -81,11 +84,8 @@ def _registry(args: argparse.Namespace) -> tuple[pluggy.PluginManager, Registry]
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "leaderboard":
-        text = render(read_rows(args.results), title=args.title)
-        if args.output:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(text)
-        print(text)
+        print(publish(read_rows(args.results), title=args.title, output=args.output, html=args.html,
+                      notes=args.notes, figures=args.figures))
         return 0
     pm, registry = _registry(args)
     if args.command == "list":

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from harness.leaderboard import mean_std, render
 from harness.results import read_rows, result_path, write_rows
 
@@ -58,3 +60,58 @@ def test_leaderboard_ignores_failed_rows():
     good, bad = row("A", "simclr", 0, "top1", 50.0), row("B", "simclr", 0, "top1", 99.0)
     bad["status"] = "failed"
     assert "99.00" not in render([good, bad])
+
+
+def test_ci95_uses_student_t():
+    from harness.leaderboard import ci95
+
+    assert ci95([70.0]) == ""
+    # n = 2: mean 71, std 1.4142, t(1) = 12.706 -> half width 12.706
+    assert ci95([70.0, 72.0]) == "[58.29, 83.71]"
+
+
+def test_variants_of_one_label_are_separate_rows():
+    rows = [row("SimCLR", "simclr", 0, "top1", 60.0), row("SimCLR", "simclr", 0, "top1", 70.0, key="b")]
+    rows[1].update(pretrain_batch_size=64, pretrain_key="p-other")
+    text = render(rows)
+    assert "batch 32" in text and "batch 64" in text and "60.00" in text and "70.00" in text
+
+
+def test_curve_metrics_get_their_own_table_not_columns():
+    rows = [row("SimCLR", "simclr", 0, "top1", 80.0, evaluator="adversarial")]
+    rows += [row("SimCLR", "simclr", 0, f"fgsm_eps{e}", v, evaluator="adversarial") for e, v in [(0, 80.0), (0.1, 40.0)]]
+    text = render(rows)
+    assert "fgsm: top-1 (%) by eps" in text and "eps 0.1" in text and "fgsm_eps" not in text
+
+
+def test_publish_writes_markdown_html_figures_and_notes(tmp_path):
+    pytest.importorskip("matplotlib")
+    from harness.leaderboard import publish
+
+    rows = []
+    for size, value in [(1000, 50.0), (2000, 55.0), (4000, 58.0)]:
+        r = row("SimCLR", "simclr", 0, "top1", value, key=f"k{size}")
+        r.update(pretrain_dataset=f"cifar10[{size}]", pretrain_key=f"p{size}")
+        rows.append(r)
+    notes = tmp_path / "notes.toml"
+    notes.write_text('[b]\nstudy = "Bigger is better."\n"knn on shapes (all labels)" = "Ours agrees."\n')
+    md, page = tmp_path / "lb" / "README.md", tmp_path / "lb" / "index.html"
+    text = publish(rows, title="T", output=md, html=page, notes=notes)
+    assert md.read_text() == text
+    assert "**Finding.** Bigger is better." in text and "**Finding.** Ours agrees." in text
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert any("pretraining-set-size" in i for i in images) and any("pretraining-loss" in i for i in images)
+    assert all((md.parent / i).is_file() for i in images)
+    assert "Sensitivity to pretraining size" in text
+    html_text = page.read_text()
+    assert html_text.startswith("<!DOCTYPE html>") and "<table>" in html_text and all(i in html_text for i in images)
+
+
+def test_bad_notes_file_names_the_file_and_key(tmp_path):
+    from harness.errors import SpecError
+    from harness.leaderboard import publish
+
+    notes = tmp_path / "notes.toml"
+    notes.write_text("[b]\nstudy = 3\n")
+    with pytest.raises(SpecError, match="notes.toml: b"):
+        publish([], title="T", notes=notes)
