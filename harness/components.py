@@ -188,6 +188,11 @@ class Method(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (momentum encoders, queues). ``step`` counts from 1."""
 
+    @classmethod
+    def fingerprint(cls, params: MethodParams) -> str:
+        """What the job's content key must cover beyond ``params`` (a checkpoint file's identity); '' = nothing."""
+        return ""
+
 
 def instantiate_method(cls: type[Method], params: MethodParams, backbone: Backbone, *, num_classes: int,
                  num_samples: int) -> Method:

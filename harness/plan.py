@@ -132,15 +132,18 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
     backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
     views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
                          f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
-    trains = registry.get("methods", m.name).trains
+    method_cls = registry.get("methods", m.name)
+    trains = method_cls.trains
     cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains and pre.sweep else []
 
     def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
         budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
         budget["views"] = {v: r.payload() for v, r in views.items()}
-        key = content_key({"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
-                           "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
-                           "harness": harness_version()})  # an untrained method's budget changes nothing
+        payload = {"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
+                   "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
+                   "harness": harness_version()}  # an untrained method's budget changes nothing
+        inputs = method_cls.fingerprint(method.params)
+        key = content_key(payload | ({"inputs": inputs} if inputs else {}))
         return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_,
                            hparams=tuple(cell.items()))
 

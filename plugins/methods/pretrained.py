@@ -26,8 +26,8 @@ encoder), fails when nothing matches, and with ``strict = true`` fails on any mi
 Safety: files are read with ``torch.load(weights_only=True)``, which unpickles tensors and plain
 containers only and refuses anything that would run code; such a file is an error, never loaded.
 ``$VARS`` and ``~`` in ``path`` are expanded; a relative path is relative to the working directory.
-The content key of the job is these params, not the file's bytes: to evaluate a changed file under
-the same path, use a new output folder.
+The job's content key covers the resolved file's path, size and modification time, so replacing the
+file (or pointing ``$BENCH_CHECKPOINT`` elsewhere) re-runs the evaluations.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pydantic import model_validator
 from torch import Tensor
 
 from harness import Backbone, Method, MethodParams, Register, hookimpl
+from harness.data import file_fingerprint
 from harness.errors import BenchError
 from harness.results import read_rows
 
@@ -85,6 +86,17 @@ class Pretrained(Method):
         weights = load_weights(source)
         self.report = load_into(backbone, weights, prefix=params.prefix, strict=params.strict, source=source)
         print(f"pretrained: {source}: {self.report}", file=sys.stderr)
+
+
+    @classmethod
+    def fingerprint(cls, params: MethodParams) -> str:
+        """The weights file's path, size and mtime, so a replaced file is a new job; '' while unresolvable."""
+        assert isinstance(params, Pretrained.Params)
+        try:
+            source = torchvision_file(params.torchvision) if params.torchvision else resolve_path(params)
+        except BenchError:
+            return ""  # the job reports it when it runs
+        return file_fingerprint([source])
 
 
 class LoadReport:

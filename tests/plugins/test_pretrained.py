@@ -156,3 +156,25 @@ params = {{ k = 5 }}
         return [r["value"] for r in rows if r["label"] == label and r["evaluator"] == "knn" and r["metric"] == "top1"]
 
     assert knn_top1(second, "SimCLR from the first run") == knn_top1(first, "simclr") != []
+
+
+def test_replacing_the_checkpoint_file_changes_the_job_key(tmp_path, write_toml):
+    import os
+
+    from harness.plan import make_plan
+    from harness.plugins import collect, make_plugin_manager
+    from harness.specs import load_benchmark
+
+    registry = collect(make_plugin_manager(load_entrypoints=False))
+    file = tmp_path / "enc.pt"
+    torch.save(small_backbone(0).state_dict(), file)
+    spec = TINY.split("[[methods]]")[0] + f'[[methods]]\nname = "pretrained"\nparams = {{ path = "{file}" }}\n\n[[evaluations]]\nname = "knn"\n'
+
+    def key():
+        return make_plan(load_benchmark(write_toml(spec), registry=registry), registry).pretrain_jobs[0].key
+
+    first = key()
+    assert key() == first
+    torch.save(small_backbone(1).state_dict(), file)
+    os.utime(file, ns=(1, 10**18))
+    assert key() != first
