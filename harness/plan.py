@@ -47,13 +47,16 @@ class Resolved:
 class ResolvedDataset(Resolved):
     train_size: int | None = None
     test_size: int | None = None
+    train_split: str = "train"
 
     def payload(self) -> dict[str, Any]:
-        return super().payload() | {"train_size": self.train_size, "test_size": self.test_size}
+        split = {"train_split": self.train_split} if self.train_split != "train" else {}
+        return super().payload() | {"train_size": self.train_size, "test_size": self.test_size} | split
 
     @property
     def display(self) -> str:
-        return self.name if self.train_size is None else f"{self.name}[{self.train_size}]"
+        name = self.name if self.train_split == "train" else f"{self.name}/{self.train_split}"
+        return name if self.train_size is None else f"{name}[{self.train_size}]"
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def _resolve(registry: Registry, kind: str, ref: ComponentRef, source: str, loc:
 
 def _dataset(registry: Registry, ref: DatasetRef, source: str, loc: str) -> ResolvedDataset:
     r = _resolve(registry, "datasets", ref, source, loc)
-    return ResolvedDataset(r.name, r.params, r.version, ref.train_size, ref.test_size)
+    return ResolvedDataset(r.name, r.params, r.version, ref.train_size, ref.test_size, ref.train_split)
 
 
 def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int, pre: PretrainSpec) -> list[PretrainJob]:

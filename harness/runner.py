@@ -72,9 +72,10 @@ class Run:
         memo = dumps([ds.payload(), split])
         if memo not in self._splits:
             dataset = self.registry.get("datasets", ds.name)(ds.params)
-            if split not in dataset.splits:
-                raise BenchError(f"dataset '{ds.name}' has no '{split}' split; it has {', '.join(dataset.splits)}")
-            full = dataset.load(split, self.data)
+            source = ds.train_split if split == "train" else split
+            if source not in dataset.splits:
+                raise BenchError(f"dataset '{ds.name}' has no '{source}' split; it has {', '.join(dataset.splits)}")
+            full = dataset.load(source, self.data)
             if size is not None and size < len(full):
                 idx = balanced_subset(full.labels, size, seed=0)
                 full = ImageSet(full.images[idx], full.labels[idx], full.classes, f"{full.key}|balanced{size}")

@@ -49,6 +49,8 @@ class DatasetRef(ComponentRef):
     """Class-balanced subset of the training split (seeded, nested across sizes); None = all."""
     test_size: Annotated[int, Field(gt=0)] | None = None
     """Class-balanced subset of the test split; None = all."""
+    train_split: str = "train"
+    """The split that serves as training data (``"unlabeled"``: STL-10's 100k images for pretraining)."""
 
 
 class OptimizerSpec(Spec):
