@@ -58,6 +58,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.evaluators.knn",
     "plugins.evaluators.linear",
     "plugins.evaluators.finetune",
+    "plugins.evaluators.adversarial",
+    "plugins.evaluators.robustness",
+    "plugins.evaluators.gallery",
 )
 
 
