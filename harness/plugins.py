@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.methods.random_init",
     "plugins.methods.pretrained",
     "plugins.methods.swav",
+    "plugins.methods.pirl",
     "plugins.evaluators.knn",
     "plugins.evaluators.linear",
     "plugins.evaluators.finetune",
