@@ -58,6 +58,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.methods.pretrained",
     "plugins.methods.swav",
     "plugins.methods.pirl",
+    "plugins.methods.cmc",
     "plugins.evaluators.knn",
     "plugins.evaluators.linear",
     "plugins.evaluators.finetune",
