@@ -1,6 +1,8 @@
 """``bench``: a thin command line over the harness.
 
     bench run FILE [--profile NAME] [--out DIR] [--data-root DIR] [--device auto|cpu|cuda] [--dry-run]
+                   [--shard I/N] [--nproc N] [--sync-bn]
+    bench worker FILE [--storage URL|PATH] [--out DIR] [--profile NAME] [--heartbeat S] [--stale-after S]
     bench validate FILE [--profile NAME]
     bench list [methods|datasets|augmentations|backbones|evaluators]
     bench plugins
@@ -17,16 +19,24 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from harness.components import COMPONENT_KINDS, DataContext
-from harness.errors import BenchError
+from harness.distributed import is_main
+from harness.errors import BenchError, UsageError
 from harness.leaderboard import publish
 from harness.plan import Plan, make_plan
-from harness.plugins import Registry, load_registry, plugin_report
+from harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
 from harness.results import read_rows, result_path
+from harness.shard import parse_shard, shard_plan
 from harness.specs import BenchmarkSpec, load_benchmark
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.runner import Run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +55,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the job plan and exit")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bars (default: when stderr is a terminal)")
+    run.add_argument("--shard", metavar="I/N", help="run only shard I (0-based) of N of the job plan (Slurm arrays)")
+    run.add_argument("--nproc", type=int, metavar="N", help="pretrain with N processes (DistributedDataParallel "
+                     "through torchrun; one per GPU on CUDA)")
+    run.add_argument("--sync-bn", action="store_true", help="with several processes, synchronise batch norm "
+                     "statistics over the global batch (SyncBatchNorm, CUDA only; same as BENCH_SYNC_BN=1)")
+
+    wk = sub.add_parser("worker", help="take jobs from a queue in a shared Optuna storage until none are left")
+    wk.add_argument("file", type=Path)
+    wk.add_argument("--storage", help="postgresql://user@host/db (or any SQLAlchemy URL), or a journal file path "
+                    "(default: <out>/optuna.journal)")
+    wk.add_argument("--profile", help="apply the file's [profiles.NAME] overrides")
+    wk.add_argument("--out", type=Path, help="output folder (default: runs/<benchmark name>)")
+    wk.add_argument("--data-root", type=Path, help="dataset root (default: $BENCH_DATA_ROOT or ./data)")
+    wk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    wk.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bars (default: when stderr is a terminal)")
+    wk.add_argument("--heartbeat", type=float, default=30.0, metavar="S",
+                    help="seconds between heartbeats of a running job (default: 30)")
+    wk.add_argument("--stale-after", type=float, default=300.0, metavar="S",
+                    help="a job without a heartbeat for this long is retried by another worker (default: 300)")
 
     val = sub.add_parser("validate", help="check a benchmark file against the registry without running it")
     val.add_argument("file", type=Path)
@@ -66,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     try:
         return _dispatch(args)
     except BenchError as exc:
@@ -102,19 +134,31 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
         print(json.dumps(_schema(registry), indent=2))
         return 0
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
     spec = load_benchmark(args.file, args.profile, registry)
     plan = make_plan(spec, registry, args.file.name)
+    if shard:
+        plan = shard_plan(plan, *shard)
     if args.command == "validate":
         print(f"{args.file}: ok ({len(plan.pretrain_jobs)} pretraining jobs, {len(plan.eval_jobs)} evaluation jobs)")
         return 0
+    if args.command == "worker":
+        return _worker(args, spec, plan, pm, registry)
     return _run(args, spec, plan, pm, registry)
 
 
 def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
-    from harness.runner import Run, execute, log, write_leaderboard
+    from harness.launch import join_process_group, leave_process_group, relaunch
+    from harness.runner import execute, log, write_leaderboard
     from harness.train import resolve_device
 
     out = args.out or Path("runs") / spec.name
+    if args.nproc is not None and args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: needs at least 1 process")
+    if args.sync_bn:
+        os.environ["BENCH_SYNC_BN"] = "1"
+    if args.nproc and args.nproc > 1 and not args.dry_run:
+        relaunch(args.argv, args.nproc)
     if args.dry_run:
         results = out / "results"
         for job in (j for p in plan.pretrain_jobs for j in p.all_jobs()):
@@ -125,16 +169,44 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
             state = "done" if result_path(results, ejob.key).exists() else "todo"
             print(f"[{state}] {ejob.describe()}")
         return 0
+    device = join_process_group(resolve_device(args.device))
+    if not is_main():  # under torchrun: only rank 0 reports to plugins and shows progress
+        pm, args.progress = make_plugin_manager(load_entrypoints=False, builtins=False), False
+    run = _make_run(args, spec, plan, pm, registry, out, device)
+    t0 = time.perf_counter()
+    failed = execute(run)
+    if is_main():
+        print(write_leaderboard(run))
+        log(f"{spec.name}: {len(plan.eval_jobs) - failed} of {len(plan.eval_jobs)} evaluations recorded in {out / 'results'}, "
+            f"{failed} failed; {time.perf_counter() - t0:.1f} s; leaderboard in {out / 'leaderboard.md'}")
+    leave_process_group()
+    return 1 if failed else 0
+
+
+def _make_run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
+              registry: Registry, out: Path, device: torch.device, **kw: Any) -> Run:
+    from harness.runner import Run
+
     data_root = args.data_root or Path(os.environ.get("BENCH_DATA_ROOT", "data"))
     cache = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ssl-bench"))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    run = Run(spec, plan, registry, pm, out, resolve_device(args.device),
-              DataContext(root=data_root, cache_dir=cache), progress=progress)
-    t0 = time.perf_counter()
-    failed = execute(run)
-    print(write_leaderboard(run))
-    log(f"{spec.name}: {len(plan.eval_jobs) - failed} of {len(plan.eval_jobs)} evaluations recorded in {out / 'results'}, "
-        f"{failed} failed; {time.perf_counter() - t0:.1f} s; leaderboard in {out / 'leaderboard.md'}")
+    return Run(spec, plan, registry, pm, out, device, DataContext(root=data_root, cache_dir=cache), progress=progress, **kw)
+
+
+def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
+    from harness.launch import launched_by_torchrun
+    from harness.storage import DEFAULT_JOURNAL, open_storage
+    from harness.train import resolve_device
+    from harness.worker import serve
+
+    if launched_by_torchrun():
+        raise UsageError("bench worker runs one process per worker; start several workers instead of torchrun")
+    if args.heartbeat <= 0 or args.stale_after <= args.heartbeat:
+        raise UsageError(f"--heartbeat {args.heartbeat} --stale-after {args.stale_after}: need 0 < heartbeat < stale-after")
+    out = args.out or Path("runs") / spec.name
+    storage = open_storage(args.storage or str(out / DEFAULT_JOURNAL))
+    run = _make_run(args, spec, plan, pm, registry, out, resolve_device(args.device), storage=storage)
+    failed = serve(run, storage, heartbeat_s=args.heartbeat, stale_after_s=args.stale_after)
     return 1 if failed else 0
 
 

@@ -1,7 +1,8 @@
 """Collectives that degrade to the identity in a single process.
 
 Methods take negatives and batch statistics through these helpers, so one code path serves a
-laptop and ``torchrun``.
+laptop and ``torchrun``. The runner agrees on decisions (is this encoder already trained?) through
+:func:`agree`, so every process takes the same branch and enters the same collectives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,42 @@ def world_size() -> int:
 
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """True in the process that writes files (rank 0), and in a single process."""
+    return rank() == 0
+
+
+def _device() -> torch.device:
+    """Where collective tensors live: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a single process)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def agree(flag: bool) -> bool:
+    """Rank 0's ``flag`` in every process, so all take the same branch (identity in a single process)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=_device())
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def mean_over_processes(value: float) -> float:
+    """The mean of a float over every process (itself in a single process)."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_device())
+    dist.all_reduce(t)
+    return float(t.item()) / world_size()
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pluggy
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from torch import nn
 from harness.atomic import atomic_torch_save, atomic_write_text
 from harness.components import Backbone, DataContext, EvalTask, instantiate_method
 from harness.data import ImageSet, balanced_subset, stratified_split
+from harness.distributed import agree, barrier, is_main, rank, world_size
 from harness.errors import BenchError
 from harness.features import FeatureCache
 from harness.leaderboard import render
@@ -41,7 +43,8 @@ from harness.train import CHECKPOINT, PretrainStats, pretrain
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if is_main():  # under torchrun, rank 0 speaks for all
+        print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Run:
     device: torch.device
     data: DataContext
     progress: bool = True
+    storage: optuna.storages.BaseStorage | None = None
+    """Where evaluation sweeps keep their Optuna studies (``bench worker``); None: in memory."""
     failed: list[str] = field(default_factory=list)
     _splits: dict[str, ImageSet] = field(default_factory=dict)
 
@@ -95,14 +100,19 @@ def execute(run: Run) -> int:
             if e not in todo:
                 done += 1
                 run.pm.hook.bench_job_finished(job=e, result={"status": "cached"})
-        if not todo:
+        if not agree(bool(todo)):  # under torchrun every process follows rank 0's view of the files
             continue
         try:
             stats = ensure_pretrained(run, pjob)
+            if not is_main():
+                continue  # the other processes only help pretrain; rank 0 evaluates
             source = winner_of(run, pjob)
             encoder = load_encoder(run, source)
         except Exception as exc:
             _fail(run, pjob, exc)
+            if world_size() > 1:  # the other processes wait in a collective for this one: stop them all
+                raise SystemExit(f"process {rank()}: {pjob.label} seed {pjob.seed}: {exc}; stopping every process "
+                                 "(finished jobs are kept, rerun to resume)") from exc
             done += len(todo)
             continue
         features = FeatureCache(encoder, run.device, run.artifacts(source) / "features")
@@ -143,7 +153,7 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
     if job.candidates:
         return ensure_selected(run, job)
     folder = run.artifacts(job)
-    if (folder / "encoder.pt").exists():
+    if agree((folder / "encoder.pt").exists()):
         return PretrainStats(**json.loads((folder / "pretrain.json").read_text()))
     train = run.load_split(job.dataset, "train")
     torch.manual_seed(job.seed)
@@ -160,10 +170,12 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
                          workdir=folder, progress=run.progress, desc=f"{job.label} s{job.seed}")
         log(f"pretrained {job.label} seed {job.seed}: {stats.steps} steps, loss {stats.final_loss:.3f}, "
             f"{stats.images_per_s:.0f} img/s, {stats.train_s:.0f} s")
-    atomic_torch_save(method.backbone.state_dict(), folder / "encoder.pt")
-    atomic_write_text(folder / "pretrain.json", json.dumps(stats.as_dict()))
-    (folder / CHECKPOINT).unlink(missing_ok=True)
-    run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
+    if is_main():
+        atomic_torch_save(method.backbone.state_dict(), folder / "encoder.pt")
+        atomic_write_text(folder / "pretrain.json", json.dumps(stats.as_dict()))
+        (folder / CHECKPOINT).unlink(missing_ok=True)
+        run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
+    barrier()
     return stats
 
 
@@ -175,7 +187,7 @@ def ensure_selected(run: Run, job: PretrainJob) -> PretrainStats:
     first cell in grid order. The choice is written to ``selection.json`` beside the job.
     """
     selection = run.artifacts(job) / "selection.json"
-    if not selection.exists():
+    if not agree(selection.exists()):
         evaluator_name, _, metric = job.pretrain.select.partition(".")
         cls = run.registry.get("evaluators", evaluator_name)
         train = run.load_split(job.dataset, "train")
@@ -183,6 +195,8 @@ def ensure_selected(run: Run, job: PretrainJob) -> PretrainStats:
         scores: dict[str, float] = {}
         for cell in job.candidates:
             ensure_pretrained(run, cell)
+            if not is_main():
+                continue  # rank 0 scores the cells
             encoder = load_encoder(run, cell)
             features = FeatureCache(encoder, run.device, run.artifacts(cell) / "features")
             features.register_source(train)
@@ -190,11 +204,13 @@ def ensure_selected(run: Run, job: PretrainJob) -> PretrainStats:
                             num_classes=train.num_classes, features=features, device=run.device, seed=job.seed)
             scores[cell.key] = cls(cls.Params()).evaluate(task, {})[metric]
             log(f"  {job.label} seed {job.seed} {dict(cell.hparams)}: validation {job.pretrain.select} {scores[cell.key]:.2f}")
-        winner = max(job.candidates, key=lambda c: scores[c.key])
-        atomic_write_text(selection, json.dumps({
-            "winner": winner.key, "select": job.pretrain.select, "hparams": dict(winner.hparams),
-            "scores": [{"key": c.key, "hparams": dict(c.hparams), "score": scores[c.key]} for c in job.candidates]},
-            indent=2))
+        if is_main():
+            winner = max(job.candidates, key=lambda c: scores[c.key])
+            atomic_write_text(selection, json.dumps({
+                "winner": winner.key, "select": job.pretrain.select, "hparams": dict(winner.hparams),
+                "scores": [{"key": c.key, "hparams": dict(c.hparams), "score": scores[c.key]} for c in job.candidates]},
+                indent=2))
+        barrier()
     return ensure_pretrained(run, winner_of(run, job))
 
 
@@ -229,7 +245,8 @@ def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, fe
                         out_dir=run.out_dir / "evaluations" / job.key)
 
     outcome = sweep_and_test(evaluator, make_task, train, test, job.grid, metric=job.metric,
-                             val_fraction=job.val_fraction, seed=job.pretrain.seed)
+                             val_fraction=job.val_fraction, seed=job.pretrain.seed,
+                             storage=run.storage, study_name=f"sweep:{job.key}")
     p = source
     base = {
         "benchmark": job.benchmark, "job_key": job.key, "pretrain_key": p.key, "method": p.method.name,

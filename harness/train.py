@@ -5,11 +5,20 @@ method's pipelines (random parameters per sample, drawn from a per-step seeded g
 one optimizer step. Every ``checkpoint_every_steps`` the whole state (model, optimizer, schedule,
 step, loss history) is written atomically to ``last.pt``; a rerun resumes from it. Batch order and
 augmentation depend only on (seed, epoch) and (seed, step), so a resumed run sees the same data.
+
+Under torchrun (several processes, see :mod:`harness.launch`) the method is wrapped in
+DistributedDataParallel: every process steps through the same global batch order, takes its
+contiguous ``batch_size / world_size`` rows of each global batch (so a method that gathers
+embeddings through :func:`harness.gather` sees the global batch in the single-process order),
+augments them with its own generator, and the gradients are averaged. Momentum updates in
+``on_step_end`` act on identical weights in every process. ``BENCH_SYNC_BN=1`` (``bench run
+--sync-bn``) converts batch norm to SyncBatchNorm (CUDA only). Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -18,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from harness.atomic import atomic_torch_save
 from harness.components import Augmentation, Batch, Method
 from harness.data import ImageSet, normalize, to_float
+from harness.distributed import is_main, mean_over_processes, rank, world_size
 from harness.errors import BenchError, UsageError
 from harness.optim import build_optimizer, build_schedule
 from harness.specs import PretrainSpec
@@ -71,6 +82,42 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> Tensor:
     return torch.randperm(n, generator=g).to(device)
 
 
+def rank_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of process ``rank``'s augmentation generator at ``step`` (rank 0: :func:`step_seed`)."""
+    return (step_seed(seed, step) + rank * 1_000_000_007) % (2**63)
+
+
+def sync_batchnorm_requested() -> bool:
+    """``BENCH_SYNC_BN=1`` (set by ``bench run --sync-bn``)."""
+    return os.environ.get("BENCH_SYNC_BN", "") not in ("", "0")
+
+
+class _Loss(nn.Module):
+    """A method's loss as a forward pass, so DistributedDataParallel can hook its gradients."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.method.loss(batch)
+
+
+def distributed_loss(method: Method, device: torch.device, *, sync_batchnorm: bool = False) -> nn.Module:
+    """``method.loss`` wrapped in DistributedDataParallel (call it on this process's share of a batch).
+
+    Gradients are averaged over processes; a method that gathers embeddings with gradients
+    (:func:`harness.gather`, whose backward sums over processes) thereby gets the gradient of its
+    global-batch loss. Parameters a step leaves unused (heads of other views) are allowed.
+    """
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise UsageError("--sync-bn needs CUDA: torch's SyncBatchNorm has no CPU kernel")
+        nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    return DistributedDataParallel(_Loss(method), device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
 def pretrain(
     method: Method,
     pipelines: Mapping[str, Augmentation],
@@ -98,12 +145,20 @@ def pretrain(
     """
     n = len(data)
     batch_size = min(spec.batch_size, n)
+    world, me = world_size(), rank()
+    if batch_size % world:
+        raise UsageError(f"{desc}: batch_size {batch_size} cannot be split evenly over {world} processes; "
+                         f"make it a multiple of {world}")
+    local = batch_size // world
     steps_per_epoch = n // batch_size
     total = spec.epochs * steps_per_epoch
     cuda = device.type == "cuda"
     method.to(device)
     if cuda:
         method.to(memory_format=torch.channels_last)
+    loss_of: Any = method.loss
+    if world > 1:
+        loss_of = distributed_loss(method, device, sync_batchnorm=sync_batchnorm_requested())
     optimizer = build_optimizer(spec.optimizer, method)
     schedule = build_schedule(spec.schedule, optimizer, total, steps_per_epoch)
     stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size)
@@ -129,14 +184,14 @@ def pretrain(
         epoch, i = divmod(step, steps_per_epoch)
         if order is None or i == 0:
             order = epoch_order(n, seed, epoch, device)
-        idx = order[i * batch_size:(i + 1) * batch_size]
+        idx = order[i * batch_size:(i + 1) * batch_size][me * local:(me + 1) * local]
         x = to_float(images[idx])
-        g = torch.Generator(device=device).manual_seed(step_seed(seed, step))
+        g = torch.Generator(device=device).manual_seed(rank_seed(seed, step, me))
         views = [normalize(pipelines[name](x, generator=g)) for name in method.views]
         if cuda:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with autocast:
-            loss = method.loss(Batch(views=views, labels=labels[idx], indices=idx))
+            loss = loss_of(Batch(views=views, labels=labels[idx], indices=idx))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -152,7 +207,7 @@ def pretrain(
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{steps_this_session * batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
             bar.update(1)
-        if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < total:
+        if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < total and is_main():
             _checkpoint(ckpt_path, method, optimizer, schedule, stats, step_losses, t0, steps_this_session)
     bar.close()
     if cuda:
@@ -163,11 +218,11 @@ def pretrain(
 
 def _close_epoch(stats: PretrainStats, step_losses: list[Tensor], steps_per_epoch: int, desc: str) -> None:
     epoch_losses = torch.stack(step_losses[-steps_per_epoch:]).cpu()
-    mean = float(epoch_losses.mean())
+    mean = mean_over_processes(float(epoch_losses.mean()))
     if not math.isfinite(mean):
         raise BenchError(f"{desc}: the loss is not finite ({mean}) in epoch {len(stats.epoch_losses) + 1}; lower the learning rate")
     stats.epoch_losses.append(mean)
-    stats.final_loss = float(epoch_losses[-1])
+    stats.final_loss = mean_over_processes(float(epoch_losses[-1]))
 
 
 def _account_time(stats: PretrainStats, t0: float, steps_this_session: int) -> None:
