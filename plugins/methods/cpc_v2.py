@@ -1,0 +1,251 @@
+"""CPC v2: predict the embeddings of patches below from a context of the rows above (InfoNCE).
+
+- [0] Hénaff, Srinivas, De Fauw, Razavi, Doersch, Eslami, van den Oord. Data-Efficient Image
+  Recognition with Contrastive Predictive Coding. ICML 2020, arXiv:1905.09272.
+- [1] van den Oord, Li, Vinyals. Representation Learning with Contrastive Predictive Coding, 2018,
+  arXiv:1807.03748 (CPC v1: the patch grid, the autoregressive context, InfoNCE).
+
+Each view is cut into an overlapping ``G x G`` grid of square patches; every patch goes through
+``self.backbone`` (so the evaluated encoder is the one that learned), giving a feature grid
+``z`` of shape (B, D, G, G). A context network, causal over rows (each convolution sees only the
+rows above and its own row), maps ``z`` to contexts ``c`` (B, C, G, G) with ``c[i, j]`` a function of
+``z`` rows ``<= i`` only. Targets are a linear map of ``z`` (B, target_dim, G, G); a linear map
+``W_k`` per offset ``k`` predicts the target of patch ``(i + k, j)`` from ``c[i, j]``, scaled by
+``emb_scale``, as in [0]'s pseudo-code. InfoNCE scores each prediction against its true target
+(positive) and every other target of the (global) batch, every position of every image (negatives),
+by raw dot products. With ``directions`` 2 or 4 the feature grid is also turned by 180 (and 90, 270)
+degrees and the same task is solved on it (bottom-up, and across columns), as [0] predicts in
+several directions.
+
+Defaults and why (scaled from [0]'s 7x7 grid of 64 px patches at stride 32 on 224 px images):
+    16 px patches at stride 8 on 32 px views: a 3x3 grid of patches half the image wide, the
+    overlap of [0]. Offsets from 2 (``min_offset``): with 50% overlap the next row shares pixels
+    with the context's own patch, a low-level shortcut [0, 1] avoid the same way; ``max_offset`` 2
+    is then the only offset a 3x3 grid allows. Patches enter the backbone at their own size
+    (``patch_resize_px`` None): upsampling them to 32 px, the evaluation resolution, costs 4x the
+    compute (see the report of the CIFAR-10 check). ``target_dim`` 64 and ``emb_scale`` 0.1 as [0];
+    the scale keeps the raw dot products small (without it, and without the target map, the loss
+    blew up to ~3x chance at lr 0.3 and then sat at chance, ``log(B G^2)``). Context width 128 and
+    2 residual blocks (the PixelCNN of [0] is far wider and deeper; the grid is small).
+    ``directions`` 4: with one offset on a 3x3 grid, top-down alone gives 3 predictions per image.
+    Views ``("crop_flip",)``: [0] crops and flips the image, then augments patches.
+
+Deviations from [0]:
+    - The backbone's own normalisation is used as is (batch norm in ``convnet_small`` and the
+      ResNets); [0] replaces it by layer norm in the patch encoder, because batch statistics over
+      patches of one image leak information between them. The context network uses layer norm
+      (over channels at each position, which keeps it causal), as [0] recommends.
+    - No per-patch augmentation (colour dropping, spatial jitter of patches in [0]) by default;
+      ``patch_jitter_strength`` adds an independent colour jitter per patch.
+    - The context network is a small stack of residual blocks of row-causal convolutions with
+      layer norm, not [0]'s PixelCNN; one network and one set of ``W_k`` serve every direction.
+    - Evaluation uses the backbone on whole images (the harness's protocol), not [0]'s pooled
+      grid of patch features.
+    - The optimizer and schedule are chosen by the benchmark file (Adam in [0]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from harness.augment import color_jitter, random_grayscale
+from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
+from harness.distributed import rank
+
+
+def patch_grid(images: Tensor, patch_px: int, stride_px: int) -> Tensor:
+    """Cut each image into an overlapping grid of square patches, row-major.
+
+    Args:
+        images: (B, C, H, W) with H = W >= ``patch_px``.
+        patch_px: patch side.
+        stride_px: step between neighbouring patches.
+
+    Returns:
+        patches (B, G, G, C, patch_px, patch_px), G = (H - patch_px) // stride_px + 1; patch
+        ``[b, i, j]`` starts at row ``i * stride_px`` and column ``j * stride_px``.
+    """
+    if images.shape[-1] != images.shape[-2] or images.shape[-1] < patch_px:
+        raise ValueError(f"views must be square and at least {patch_px} px, got {tuple(images.shape[-2:])}")
+    x = images.unfold(2, patch_px, stride_px).unfold(3, patch_px, stride_px)  # (B, C, G, G, p, p)
+    return x.permute(0, 2, 3, 1, 4, 5)
+
+
+def cpc_infonce(predictions: Sequence[Tensor], targets: Tensor, offsets: Sequence[int],
+                temperature: float | None = None) -> Tensor:
+    """InfoNCE of [0, 1] over a grid: every prediction against every patch embedding of the batch.
+
+    ``predictions[n][b, :, i, j]`` predicts ``targets[b, :, i + offsets[n], j]``; the negatives are all
+    other entries of ``targets`` (every position of every image), gathered over processes. Scores
+    are raw dot products, as in [0, 1], or cosine similarities over ``temperature`` when it is set.
+
+    Args:
+        predictions: one tensor per offset k, of shape (B, D, G - k, G) (predictions from rows 0..G-1-k).
+        targets: target embeddings, shape (B, D, G, G).
+        offsets: the offset k of each entry of ``predictions``, each in [1, G).
+        temperature: None for raw dot products; else L2-normalise both sides and divide by it.
+
+    Returns:
+        Scalar loss, the mean over all B * sum_k (G - k) * G predictions.
+    """
+    b, d, g, _ = targets.shape
+    bank = gather(targets.permute(0, 2, 3, 1).reshape(-1, d).float())  # (world * B * G * G, D)
+    index = torch.arange(b * g * g, device=targets.device).view(b, g, g) + rank() * b * g * g
+    preds, positives = [], []
+    for k, pred in zip(offsets, predictions, strict=True):
+        preds.append(pred.permute(0, 2, 3, 1).reshape(-1, d))
+        positives.append(index[:, k:, :].reshape(-1))
+    queries = torch.cat(preds).float()
+    if temperature is not None:
+        queries, bank = F.normalize(queries, dim=1) / temperature, F.normalize(bank, dim=1)
+    logits = queries @ bank.T
+    return F.cross_entropy(logits, torch.cat(positives))
+
+
+def denormalize(images: Tensor) -> Tensor:
+    """Inverse of :func:`harness.data.normalize`, clamped to [0, 1]. Shape: (N, 3, H, W) kept."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images * std + mean).clamp_(0, 1)
+
+
+class CausalConv(nn.Conv2d):
+    """A convolution whose output row i sees input rows i - kernel + 1 .. i only (zero-padded above).
+
+    Shape: (B, C_in, G, G) -> (B, C_out, G, G); columns are padded on both sides.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
+        super().__init__(c_in, c_out, kernel)
+        self.pads = (kernel // 2, kernel // 2, kernel - 1, 0)  # left, right, top, bottom
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, self.pads))
+
+
+class ChannelNorm(nn.LayerNorm):
+    """Layer norm over the channels at each grid position (keeps causality). Shape: (B, C, H, W) kept."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ContextBlock(nn.Module):
+    """Pre-activation residual block: LN-ReLU-causal conv-LN-ReLU-1x1 conv, plus the input."""
+
+    def __init__(self, width: int, kernel: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ChannelNorm(width), nn.ReLU(), CausalConv(width, width, kernel),
+                                  ChannelNorm(width), nn.ReLU(), nn.Conv2d(width, width, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = x + self.body(x)
+        return out
+
+
+def context_network(in_dim: int, width: int, blocks: int, kernel: int) -> nn.Sequential:
+    """Row-causal context network: 1x1 conv, residual blocks, LN-ReLU. Shape: (B, in_dim, G, G) -> (B, width, G, G)."""
+    return nn.Sequential(nn.Conv2d(in_dim, width, 1), *(ContextBlock(width, kernel) for _ in range(blocks)),
+                         ChannelNorm(width), nn.ReLU())
+
+
+class CPCv2(Method):
+    """CPC v2 [0]: a row-causal context over patch embeddings predicts the rows below, InfoNCE."""
+
+    name = "cpc_v2"
+
+    class Params(MethodParams):
+        views: tuple[str] = ("crop_flip",)
+        """The pipeline of the images the patches are cut from."""
+        patch_px: Annotated[int, Field(gt=0)] = 16
+        """Patch side in pixels of the view (64 of 224 px in [0])."""
+        stride_px: Annotated[int, Field(gt=0)] = 8
+        """Step between patches (32 in [0], half the patch side)."""
+        patch_resize_px: Annotated[int, Field(gt=0)] | None = None
+        """Side patches are resized to (bilinear) before the backbone; None keeps ``patch_px``."""
+        min_offset: Annotated[int, Field(ge=1)] = 2
+        """Smallest offset k of a predicted row; 2 skips the row that overlaps the context's own ([0])."""
+        max_offset: Annotated[int, Field(ge=1)] = 2
+        """Largest offset k of a predicted row; must be below the grid side."""
+        directions: Literal[1, 2, 4] = 4
+        """1: top-down only; 2: also bottom-up; 4: also across columns both ways ([0] uses several)."""
+        target_dim: Annotated[int, Field(gt=0)] = 64
+        """Dimension of the targets (a linear map of the patch features) and predictions (64 in [0])."""
+        emb_scale: Annotated[float, Field(gt=0)] = 0.1
+        """Factor on the predictions before the dot products (0.1 in [0])."""
+        temperature: Annotated[float, Field(gt=0)] | None = None
+        """None: raw dot products as [0]; else cosine similarities over this temperature."""
+        context_dim: Annotated[int, Field(gt=0)] = 128
+        """Channels of the context network."""
+        context_blocks: Annotated[int, Field(ge=0)] = 2
+        """Residual blocks of the context network."""
+        context_kernel: Annotated[int, Field(ge=1)] = 3
+        """Kernel side of the causal convolutions (rows above plus own row; columns both sides)."""
+        patch_jitter_strength: Annotated[float, Field(ge=0, le=1)] = 0.0
+        """Per-patch colour jitter strength (brightness, contrast, saturation; hue a quarter); 0 = none."""
+        patch_grayscale_p: Annotated[float, Field(ge=0, le=1)] = 0.0
+        """Probability of turning a patch grey (the colour dropping of [0]); 0 = never."""
+
+    params: Params
+    draws: Tensor
+
+    def __init__(self, params: Params, backbone: Backbone, *, num_classes: int) -> None:
+        super().__init__(params, backbone, num_classes=num_classes)
+        p = params
+        if p.min_offset > p.max_offset:
+            raise ValueError(f"min_offset {p.min_offset} > max_offset {p.max_offset}")
+        self.offsets = tuple(range(p.min_offset, p.max_offset + 1))
+        self.context = context_network(backbone.feature_dim, p.context_dim, p.context_blocks, p.context_kernel)
+        self.target = nn.Linear(backbone.feature_dim, p.target_dim)
+        self.predictors = nn.ModuleList(nn.Linear(p.context_dim, p.target_dim) for _ in self.offsets)
+        self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
+
+    def encode_patches(self, patches: Tensor) -> Tensor:
+        """Backbone features of patches (B, G, G, C, p, p) -> feature grid (B, D, G, G)."""
+        b, g = patches.shape[:2]
+        x = patches.flatten(0, 2)
+        s, gray = self.params.patch_jitter_strength, self.params.patch_grayscale_p
+        if s > 0 or gray > 0:
+            seed, count = self.draws.tolist()
+            self.draws[1] += 1
+            gen = torch.Generator(device=x.device).manual_seed((seed + 7919 * count) % 2**63)
+            x = denormalize(x)
+            if s > 0:
+                x = color_jitter(x, s, s, s, s / 4, 0.8, generator=gen)
+            x = normalize(random_grayscale(x, gray, generator=gen) if gray > 0 else x)
+        if self.params.patch_resize_px is not None and self.params.patch_resize_px != x.shape[-1]:
+            x = F.interpolate(x, size=self.params.patch_resize_px, mode="bilinear", align_corners=False)
+        return self.backbone(x).reshape(b, g, g, -1).permute(0, 3, 1, 2)  # type: ignore[no-any-return]
+
+    def predict(self, z: Tensor) -> list[Tensor]:
+        """Row-causal contexts of ``z`` (B, D, G, G), then ``emb_scale * W_k c``: (B, target_dim, G - k, G) per k."""
+        c = self.context(z).permute(0, 2, 3, 1)  # (B, G, G, C)
+        g, scale = z.shape[-1], self.params.emb_scale
+        return [scale * w(c[:, : g - k]).permute(0, 3, 1, 2) for k, w in zip(self.offsets, self.predictors)]
+
+    def targets(self, z: Tensor) -> Tensor:
+        """Linear map of the feature grid (B, D, G, G) to the target grid (B, target_dim, G, G)."""
+        return self.target(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # type: ignore[no-any-return]
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Mean InfoNCE over directions of the patch grid of the view (B, C, H, W)."""
+        p = self.params
+        z = self.encode_patches(patch_grid(batch.views[0], p.patch_px, p.stride_px))
+        if p.max_offset >= z.shape[-1]:
+            raise ValueError(f"max_offset {p.max_offset} needs a grid larger than {z.shape[-1]}x{z.shape[-1]}")
+        turns = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3)}[p.directions]
+        losses = [cpc_infonce(self.predict(zr), self.targets(zr), self.offsets, p.temperature)
+                  for zr in (torch.rot90(z, t, dims=(2, 3)) for t in turns)]
+        return torch.stack(losses).mean()
+
+
+@hookimpl
+def bench_register_methods(register: Register) -> None:
+    register(CPCv2)
