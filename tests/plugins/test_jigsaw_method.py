@@ -13,6 +13,7 @@ from torch import nn
 
 from harness import Backbone, Batch
 from harness.augment import permute_tiles
+from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
 from plugins.methods.jigsaw import Jigsaw, max_hamming_permutations, shuffle_tiles
 
 
@@ -117,7 +118,7 @@ def test_puzzles_put_the_cell_of_each_permutation_entry_in_each_slot() -> None:
 
 
 def test_jittered_standardised_tiles() -> None:
-    method = Jigsaw(Jigsaw.Params(num_permutations=10), TileEncoder(), num_classes=10)
+    method = Jigsaw(Jigsaw.Params(num_permutations=10, standardize_tiles=True), TileEncoder(), num_classes=10)
     puzzles, _ = method.puzzles(torch.randn(4, 3, 32, 32), torch.Generator().manual_seed(0))
     flat = puzzles.flatten(2)
     assert torch.allclose(flat.mean(-1), torch.zeros(4, 9), atol=1e-4)
@@ -136,10 +137,23 @@ def test_classifier_matches_naive_loop_over_tiles() -> None:
     assert logits.shape == (3, 10)
 
 
-def test_tiles_are_resized_for_the_backbone() -> None:
-    method = Jigsaw(Jigsaw.Params(num_permutations=10, tile_resize_px=16), TileEncoder(), num_classes=10)
+@pytest.mark.parametrize(("resize", "side"), [("view", 32), (16, 16), (None, 8)])
+def test_tiles_are_resized_for_the_backbone(resize: int | str | None, side: int) -> None:
+    method = Jigsaw(Jigsaw.Params(num_permutations=10, tile_resize_px=resize), TileEncoder(), num_classes=10)
     method.loss(Batch(views=[torch.randn(2, 3, 32, 32)], labels=torch.zeros(2, dtype=torch.long)))
-    assert method.backbone.shapes == [(18, 3, 16, 16)]
+    assert method.backbone.shapes == [(18, 3, side, side)]  # 2 puzzles x 9 tiles, cut at 8 px
+
+
+def test_view_sized_tiles_are_upsampled_cut_tiles() -> None:
+    torch.manual_seed(0)
+    default = Jigsaw(Jigsaw.Params(num_permutations=10, tile_resize_px="view"), TileEncoder(), num_classes=10)
+    puzzles = torch.randn(2, 9, 3, 8, 8)
+    with torch.no_grad():
+        logits = default.classify(puzzles, 32)
+        up = torch.nn.functional.interpolate(puzzles.flatten(0, 1), size=32, mode="bilinear", align_corners=False)
+        expected = default.head(default.backbone(up).reshape(2, 9 * 4))
+    assert default.backbone.shapes[0] == (18, 3, 32, 32)
+    assert torch.allclose(logits, expected, atol=1e-6)
 
 
 def test_draws_are_reproducible_and_checkpointed() -> None:
@@ -161,3 +175,17 @@ def test_draws_are_reproducible_and_checkpointed() -> None:
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert torch.equal(resumed.loss(batch), second)
     assert math.isfinite(second.item())
+
+
+def test_defaults_are_noroozi_sized_unstandardised_mildly_jittered_puzzles() -> None:
+    method = Jigsaw(Jigsaw.Params(), TileEncoder(), num_classes=10)
+    assert method.permutations.shape == (1000, 9)  # [0]'s 1000 classes
+    assert len({tuple(p) for p in method.permutations.tolist()}) == 1000
+    assert pairwise_min_hamming(method.permutations) >= 3
+    images = normalize(torch.rand(4, 3, 32, 32))
+    puzzles, labels = method.puzzles(images, torch.Generator().manual_seed(0))
+    assert puzzles.shape == (4, 9, 3, 8, 8) and labels.max() < 1000
+    flat = puzzles.flatten(2)
+    assert not torch.allclose(flat.mean(-1), torch.zeros(4, 9), atol=1e-2)  # not standardised
+    rgb = puzzles * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5  # jittered tiles are normalised valid colours
