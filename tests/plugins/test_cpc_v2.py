@@ -30,6 +30,8 @@ def naive_cpc_infonce(predictions, z, offsets):
 
 
 def build(**params) -> CPCv2:
+    """A tiny CPC v2; per-patch augmentation off unless asked for, so patch features are deterministic."""
+    params = {"patch_jitter_strength": 0.0, "patch_grayscale_p": 0.0, **params}
     torch.manual_seed(0)
     backbone = ConvNetSmall(ConvNetSmall.Params(width=4, stages=2))
     return CPCv2(CPCv2.Params(**params), backbone, num_classes=4)
@@ -138,10 +140,15 @@ def test_one_direction_equals_plain_infonce():
     m = build(directions=1, patch_resize_px=None).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        z = m.encode_patches(patch_grid(x, 16, 8))
-        expected = cpc_infonce(m.predict(z), m.targets(z), (2,))
+        z = m.encode_patches(patch_grid(x, m.params.patch_px, m.params.stride_px))
+        expected = cpc_infonce(m.predict(z), m.targets(z), (1, 2), temperature=0.2)
+        raw = build(directions=1, temperature=None).eval()
+        z_raw = raw.encode_patches(patch_grid(x, 20, 6))
+        expected_raw = cpc_infonce(raw.predict(z_raw), raw.targets(z_raw), (1, 2))
+        got_raw = raw.loss(Batch(views=[x], labels=torch.zeros(3, dtype=torch.long)))
         got = m.loss(Batch(views=[x], labels=torch.zeros(3, dtype=torch.long)))
     assert torch.allclose(got, expected)
+    assert torch.allclose(got_raw, expected_raw)
 
 
 def test_patch_jitter_changes_patches_and_is_resumable():
