@@ -68,7 +68,7 @@ def _gamut_bins(grid_size: float, levels: int) -> Tensor:
     v = torch.linspace(0, 1, levels, dtype=torch.float64)
     cube = torch.stack(torch.meshgrid(v, v, v, indexing="ij")).reshape(1, 3, levels * levels, levels)
     ab = rgb_to_lab(cube)[0, 1:].reshape(2, -1).T
-    cells = torch.unique(torch.round(ab / grid_size), dim=0)  # sorted rows: deterministic order
+    cells: Tensor = torch.unique(torch.round(ab / grid_size), dim=0)  # sorted rows: deterministic order
     return (cells * grid_size).float()
 
 

@@ -14,18 +14,18 @@ from torch.nn import functional as F
 from harness import Backbone, Batch
 from harness.augment import AB_SCALE, rgb_to_lab
 from harness.data import normalize
+from harness.errors import BenchError
 from plugins.backbones.convnet import ConvNetSmall
 from plugins.methods.colorization import (
     Colorization,
+    first_rgb_conv,
     gamut_bins,
     grey_input,
+    make_colour_blind,
     rebalance_weights,
     soft_encode,
-    first_rgb_conv,
-    make_colour_blind,
     to_rgb,
 )
-from harness.errors import BenchError
 
 
 class Recorder(Backbone):
