@@ -15,7 +15,8 @@ import copy
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -58,3 +59,18 @@ def cosine_tau(tau_base: float, step: int, total_steps: int) -> float:
         return tau_base
     progress = min(max(step / total_steps, 0.0), 1.0)
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def ema_rows(rows: Tensor, feats: Tensor, momentum: float) -> Tensor:
+    """Memory-bank update of PIRL and CMC (Wu et al. 2018): ``normalise(m * row + (1 - m) * normalise(f))``.
+
+    Args:
+        rows: current L2-normalised bank rows (K, D).
+        feats: new features of the same samples (K, D), normalised here.
+        momentum: m in [0, 1]; the share of the old row kept.
+
+    Returns:
+        The new rows (K, D), L2-normalised, in ``rows``' dtype.
+    """
+    feats = F.normalize(feats.to(rows.dtype), dim=1)
+    return F.normalize(momentum * rows + (1 - momentum) * feats, dim=1)

@@ -59,6 +59,7 @@ from harness.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
 from harness.errors import BenchError
 from harness.heads import mlp_head
+from harness.momentum import ema_rows
 
 
 def denormalize(x: Tensor) -> Tensor:
@@ -195,7 +196,7 @@ class CMC(Method):
         """Move the bank rows ``idx`` (N,) towards the new embeddings (N, proj_dim), then renormalise."""
         m = self.params.bank_momentum
         for bank, z in ((self.bank_l, z_l), (self.bank_ab, z_ab)):
-            bank[idx] = F.normalize(m * bank[idx] + (1 - m) * F.normalize(z.float(), dim=1), dim=1).to(bank.dtype)
+            bank[idx] = ema_rows(bank[idx].float(), z.float(), m).to(bank.dtype)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Write this step's embeddings into the memory banks (bank mode)."""

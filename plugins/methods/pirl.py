@@ -77,6 +77,7 @@ from harness.augment import (
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
 from harness.distributed import rank
 from harness.heads import mlp_head
+from harness.momentum import ema_rows
 
 Objective = Literal["infonce", "nce"]
 
@@ -243,10 +244,8 @@ class PIRL(Method):
     @torch.no_grad()
     def updated_rows(self, idx: Tensor, feats: Tensor) -> Tensor:
         """normalise(mu * m + (1 - mu) * f) of rows ``idx`` (K,) and features (K, D); unseen rows: f. (K, D)."""
-        mu = self.params.bank_momentum
-        feats = F.normalize(feats.to(self.bank.dtype), dim=1)
-        mixed = F.normalize(mu * self.bank[idx] + (1 - mu) * feats, dim=1)
-        return torch.where(self.seen[idx, None], mixed, feats)
+        mixed = ema_rows(self.bank[idx], feats, self.params.bank_momentum)
+        return torch.where(self.seen[idx, None], mixed, F.normalize(feats.to(self.bank.dtype), dim=1))
 
     @torch.no_grad()
     def update_bank(self, idx: Tensor, feats: Tensor) -> None:
