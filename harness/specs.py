@@ -167,14 +167,24 @@ class BenchmarkSpec(Spec):
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``override`` merged in; tables merge recursively, other values replace."""
+    """Return ``base`` with ``override`` merged in; tables merge recursively, other values replace.
+
+    A table naming a different component (another ``name``) replaces the base table whole: the
+    base's ``params`` belong to the base's component (a profile that swaps ImageNet at 224 px for
+    CIFAR-10 must not inherit ``image_size = 224``).
+    """
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not renames(out[key], value):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def renames(base: dict[str, Any], override: dict[str, Any]) -> bool:
+    """True when ``override`` names a different component than ``base``."""
+    return "name" in override and "name" in base and override["name"] != base["name"]
 
 
 def format_loc(loc: tuple[str | int, ...]) -> str:

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from harness.plan import make_plan
 from harness.plugins import collect, make_plugin_manager
 from harness.specs import load_benchmark
 from plugins.backbones.convnet import ConvNetSmall
@@ -22,6 +23,20 @@ def test_every_profile_validates(study, profile, monkeypatch):
     monkeypatch.setenv("BENCH_CHECKPOINT", "unused.pt")
     spec = load_benchmark(ROOT / "benchmarks" / f"{study}.toml", profile=profile, registry=REGISTRY)
     assert spec.name == study
+
+
+def pretraining_keys(path, profile=None):
+    plan = make_plan(load_benchmark(path, profile=profile, registry=REGISTRY), REGISTRY)
+    return {job.key: job.label for job in plan.pretrain_jobs}
+
+
+@pytest.mark.parametrize("study", ["transfer", "simclr_vs_rotnet", "pretext_tasks", "survey"])
+def test_cpu_profile_shares_encoders_with_methods_cifar10_cpu(study):
+    """Every method of a cpu profile is pretrained at least once exactly as in methods_cifar10_cpu.toml,
+    so one ``--out`` trains each shared encoder once (and a profile inherits no 224 px ImageNet params)."""
+    shared = pretraining_keys(ROOT / "benchmarks" / "methods_cifar10_cpu.toml")
+    own = pretraining_keys(ROOT / "benchmarks" / f"{study}.toml", "cpu")
+    assert {label for key, label in own.items() if key in shared} == set(own.values())
 
 
 @pytest.mark.slow

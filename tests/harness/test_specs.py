@@ -96,4 +96,8 @@ def test_method_pretrain_override_error_cites_method(write_toml, registry):
 
 def test_deep_merge_and_format_loc():
     assert deep_merge({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": 3}, "l": [2]}) == {"a": {"b": 3, "c": 2}, "l": [2]}
+    renamed = {"dataset": {"name": "cifar10", "train_size": 100}}
+    assert deep_merge({"dataset": {"name": "imagenet", "params": {"image_size": 224}}}, renamed) == renamed
+    assert deep_merge({"d": {"name": "x", "params": {"a": 1}}}, {"d": {"name": "x", "params": {"b": 2}}}) == \
+        {"d": {"name": "x", "params": {"a": 1, "b": 2}}}
     assert format_loc(("methods", 2, "params", "temperature")) == "methods[2].params.temperature"
