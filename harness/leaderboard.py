@@ -87,6 +87,10 @@ def variant(r: Row) -> tuple[str, str, int, int, int]:
 def pretraining(r: Row) -> str:
     if not r["pretrain_steps"]:
         return "none"
+    total = r.get("pretrain_total_steps") or r["pretrain_steps"]
+    if r["pretrain_steps"] < total:  # a snapshot taken during a longer run
+        return (f"{r['pretrain_dataset']}, step {r['pretrain_steps']} of {r['pretrain_epochs']} ep ({total} steps), "
+                f"batch {r['pretrain_batch_size']}")
     return f"{r['pretrain_dataset']}, {r['pretrain_epochs']} ep ({r['pretrain_steps']} steps), batch {r['pretrain_batch_size']}"
 
 

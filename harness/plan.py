@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.plugins import Registry, harness_version
@@ -75,8 +75,14 @@ class PretrainJob:
     """For a pretraining sweep: one job per grid cell; this job stands for the winner."""
     hparams: tuple[tuple[str, float], ...] = ()
     """The optimizer values of a sweep cell (empty outside sweeps)."""
+    snapshot_of: PretrainJob | None = None
+    """For a snapshot: the run it is taken from (``snapshot_step`` optimizer steps in)."""
+    snapshot_step: int = 0
 
     def describe(self) -> str:
+        if self.snapshot_of is not None:
+            return (f"snapshot {self.key}  {self.label} seed={self.seed} after step {self.snapshot_step} of "
+                    f"{self.snapshot_of.key}")
         if self.candidates:
             return (f"select   {self.key}  {self.label} seed={self.seed}: best of {len(self.candidates)} by "
                     f"{self.pretrain.select} on validation data")
@@ -115,6 +121,16 @@ class Plan:
     def evals_of(self, job: PretrainJob) -> list[EvalJob]:
         return [e for e in self.eval_jobs if e.pretrain.key == job.key]
 
+    def snapshots_of(self, job: PretrainJob) -> list[PretrainJob]:
+        return [j for j in self.pretrain_jobs if j.snapshot_of is not None and j.snapshot_of.key == job.key]
+
+    def units(self) -> dict[str, Plan]:
+        """The plan cut into independent units by run key: a run with its snapshots and their evaluations."""
+        groups: dict[str, list[PretrainJob]] = {}
+        for job in self.pretrain_jobs:
+            groups.setdefault((job.snapshot_of or job).key, []).append(job)
+        return {key: Plan(jobs, [e for j in jobs for e in self.evals_of(j)]) for key, jobs in groups.items()}
+
 
 def _resolve(registry: Registry, kind: str, ref: ComponentRef, source: str, loc: str) -> Resolved:
     params = resolve(registry, kind, ref, source, loc)
@@ -152,7 +168,11 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
 
     for seed in spec.seeds:
         if not cells:
-            jobs.append(make_job(seed, pre, {}))
+            run = make_job(seed, pre, {})
+            jobs.append(run)
+            if trains and pre.epochs > 0:
+                jobs += [replace(run, key=content_key({"kind": "snapshot", "of": run.key, "step": step}),
+                                 snapshot_of=run, snapshot_step=step) for step in sorted(set(pre.snapshot_steps))]
             continue
         candidates = tuple(make_job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
                            for c in cells)

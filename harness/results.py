@@ -22,7 +22,8 @@ import torch
 from harness.atomic import atomic_write
 from harness.errors import BenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it."""
 
 SCHEMA = pa.schema([
     ("schema_version", pa.int32()),
@@ -36,6 +37,7 @@ SCHEMA = pa.schema([
     ("pretrain_dataset", pa.string()),
     ("pretrain_epochs", pa.int32()),
     ("pretrain_steps", pa.int64()),
+    ("pretrain_total_steps", pa.int64()),  # steps of the whole run (more than pretrain_steps for a snapshot)
     ("pretrain_batch_size", pa.int32()),
     ("pretrain_wall_s", pa.float64()),
     ("pretrain_images_per_s", pa.float64()),

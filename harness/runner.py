@@ -14,6 +14,7 @@ Layout of an output folder::
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -155,6 +156,35 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
     folder = run.artifacts(job)
     if agree((folder / "encoder.pt").exists()):
         return PretrainStats(**json.loads((folder / "pretrain.json").read_text()))
+    if job.snapshot_of is not None:
+        return ensure_snapshot(run, job)
+    return _train(run, job, folder, missing_snapshots(run, job))
+
+
+def missing_snapshots(run: Run, job: PretrainJob) -> list[PretrainJob]:
+    """The snapshots of run ``job`` whose encoder is not saved yet."""
+    return [s for s in run.plan.snapshots_of(job) if not (run.artifacts(s) / "encoder.pt").exists()]
+
+
+def ensure_snapshot(run: Run, job: PretrainJob) -> PretrainStats:
+    """Make a snapshot its run did not save (the run finished before it was asked for): replay the run
+    in the snapshot's folder (resumable) up to the last missing snapshot, saving each on the way."""
+    assert job.snapshot_of is not None
+    todo = missing_snapshots(run, job.snapshot_of)
+    log(f"replaying {job.label} seed {job.seed} to step {max(s.snapshot_step for s in todo)} for its snapshots")
+    _train(run, job.snapshot_of, run.artifacts(job), todo, stop_at=max(s.snapshot_step for s in todo))
+    return PretrainStats(**json.loads((run.artifacts(job) / "pretrain.json").read_text()))
+
+
+def save_encoder(folder: Path, backbone: nn.Module, stats: PretrainStats) -> None:
+    atomic_torch_save(backbone.state_dict(), folder / "encoder.pt")
+    atomic_write_text(folder / "pretrain.json", json.dumps(stats.as_dict()))
+
+
+def _train(run: Run, job: PretrainJob, folder: Path, snapshots: list[PretrainJob],
+           stop_at: int | None = None) -> PretrainStats:
+    """Pretrain ``job`` in ``folder`` (resuming from its ``last.pt``), saving ``snapshots`` on the way;
+    with ``stop_at`` a replay that ends there and saves no final encoder."""
     train = run.load_split(job.dataset, "train")
     torch.manual_seed(job.seed)
     method_cls = run.registry.get("methods", job.method.name)
@@ -166,15 +196,18 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
         resumed = (folder / CHECKPOINT).exists()
         log(f"{'resuming' if resumed else 'pretraining'} {job.label} seed {job.seed} "
             f"({job.pretrain.epochs} epochs of {job.dataset.display} on {run.device})")
+        saves = {s.snapshot_step: functools.partial(save_encoder, run.artifacts(s), method.backbone)
+                 for s in snapshots}
         stats = pretrain(method, pipelines, train, job.pretrain, seed=job.seed, device=run.device,
-                         workdir=folder, progress=run.progress, desc=f"{job.label} s{job.seed}")
+                         workdir=folder, progress=run.progress, desc=f"{job.label} s{job.seed}",
+                         snapshots=saves, stop_at=stop_at)
         log(f"pretrained {job.label} seed {job.seed}: {stats.steps} steps, loss {stats.final_loss:.3f}, "
             f"{stats.images_per_s:.0f} img/s, {stats.train_s:.0f} s")
     if is_main():
-        atomic_torch_save(method.backbone.state_dict(), folder / "encoder.pt")
-        atomic_write_text(folder / "pretrain.json", json.dumps(stats.as_dict()))
+        if stop_at is None:
+            save_encoder(folder, method.backbone, stats)
+            run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
         (folder / CHECKPOINT).unlink(missing_ok=True)
-        run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
     barrier()
     return stats
 
@@ -252,7 +285,8 @@ def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, fe
         "benchmark": job.benchmark, "job_key": job.key, "pretrain_key": p.key, "method": p.method.name,
         "label": p.label, "method_params": dumps(p.method.params.model_dump(mode="json")),
         "backbone": p.backbone.name, "pretrain_dataset": p.dataset.display, "pretrain_epochs": p.pretrain.epochs,
-        "pretrain_steps": stats.steps, "pretrain_batch_size": stats.batch_size or p.pretrain.batch_size,
+        "pretrain_steps": stats.steps,
+        "pretrain_total_steps": stats.steps_per_epoch * p.pretrain.epochs if p.snapshot_of else stats.steps, "pretrain_batch_size": stats.batch_size or p.pretrain.batch_size,
         "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
         "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
         "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),

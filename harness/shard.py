@@ -2,7 +2,7 @@
 
 ``bench run FILE --shard i/n`` runs shard ``i`` (0-based) of ``n``. The unit of sharing is a
 pretraining job together with every evaluation of its encoder (a pretraining sweep counts as one
-job with all its cells), so a shard never needs another shard's encoder. Units are dealt round robin
+job with all its cells, a run with its snapshots), so a shard never needs another shard's encoder. Units are dealt round robin
 in the order of their sorted content keys: every machine that expands the same benchmark file with
 the same profile computes the same shares, the shares differ in size by at most one unit, and their
 union is the whole plan. Each shard writes one Parquet file per finished evaluation, named by job
@@ -34,7 +34,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def shard_plan(plan: Plan, index: int, count: int) -> Plan:
     """The jobs of shard ``index`` of ``count``: whole pretraining jobs with their evaluations."""
-    keys = sorted({job.key for job in plan.pretrain_jobs})
-    mine = set(keys[index::count])
-    return Plan([j for j in plan.pretrain_jobs if j.key in mine],
-                [e for e in plan.eval_jobs if e.pretrain.key in mine])
+    units = plan.units()
+    mine = [units[key] for key in sorted(units)[index::count]]
+    return Plan([j for u in mine for j in u.pretrain_jobs], [e for u in mine for e in u.eval_jobs])

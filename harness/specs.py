@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import SpecError, UnknownComponentError
 
@@ -115,6 +115,17 @@ class PretrainSpec(Spec):
     axes: dict[Literal["batch_size", "epochs", "train_size"], list[Annotated[int, Field(gt=0)]]] = {}
     """Study axes: every method is pretrained at every combination of these values, each its own row
     (seed 002: batch sizes; seed 003: pretraining subset sizes ``train_size``, class-balanced and nested)."""
+    snapshot_steps: list[Annotated[int, Field(gt=0)]] = []
+    """Also evaluate each run's encoder as it was after these optimizer steps (seed 002's accuracy vs
+    steps from one run: the schedule is the full run's, not a shorter run's). Saved while the run trains;
+    asked for after a run finished, a snapshot is made by replaying the run (deterministic) up to its step."""
+
+    @model_validator(mode="after")
+    def _snapshots_of_one_run(self) -> PretrainSpec:
+        if self.snapshot_steps and self.sweep:
+            raise ValueError("snapshot_steps cannot be combined with a pretraining sweep (snapshot the chosen run "
+                             "in a file without the sweep)")
+        return self
 
 
 class MethodSpec(Spec):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,6 +129,8 @@ def pretrain(
     workdir: Path,
     progress: bool = True,
     desc: str = "pretrain",
+    snapshots: Mapping[int, Callable[[PretrainStats], None]] | None = None,
+    stop_at: int | None = None,
 ) -> PretrainStats:
     """Train ``method`` on ``data`` for ``spec.epochs`` epochs, resuming from ``workdir/last.pt``.
 
@@ -142,6 +144,9 @@ def pretrain(
         workdir: folder of the resumable checkpoint.
         progress: show a progress bar on stderr.
         desc: progress bar label.
+        snapshots: step -> callback, called (on rank 0) with the stats right after that optimizer step,
+            while the model holds that step's weights.
+        stop_at: end after this step (the schedule stays the full run's); None: run to the end.
     """
     n = len(data)
     batch_size = min(spec.batch_size, n)
@@ -161,6 +166,12 @@ def pretrain(
         loss_of = distributed_loss(method, device, sync_batchnorm=sync_batchnorm_requested())
     optimizer = build_optimizer(spec.optimizer, method)
     schedule = build_schedule(spec.schedule, optimizer, total, steps_per_epoch)
+    snapshots = snapshots or {}
+    beyond = sorted(s for s in snapshots if s > total)
+    if beyond:
+        raise UsageError(f"{desc}: pretrain.snapshot_steps {beyond} lie beyond the run's {total} steps "
+                         f"({spec.epochs} epochs of {steps_per_epoch})")
+    end = total if stop_at is None else min(stop_at, total)
     stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     step_losses: list[Tensor] = []
     ckpt_path = workdir / CHECKPOINT
@@ -180,7 +191,7 @@ def pretrain(
                leave=False, mininterval=0.5, dynamic_ncols=True)
     order = None
     t0, steps_this_session = time.perf_counter(), 0
-    for step in range(stats.steps, total):
+    for step in range(stats.steps, end):
         epoch, i = divmod(step, steps_per_epoch)
         if order is None or i == 0:
             order = epoch_order(n, seed, epoch, device)
@@ -207,7 +218,9 @@ def pretrain(
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{steps_this_session * batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
             bar.update(1)
-        if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < total and is_main():
+        if stats.steps in snapshots and is_main():
+            snapshots[stats.steps](_timed_copy(stats, t0, steps_this_session))
+        if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < end and is_main():
             _checkpoint(ckpt_path, method, optimizer, schedule, stats, step_losses, t0, steps_this_session)
     bar.close()
     if cuda:
@@ -231,10 +244,16 @@ def _account_time(stats: PretrainStats, t0: float, steps_this_session: int) -> N
     stats.images_per_s = stats.images_seen / stats.train_s if stats.train_s > 0 else 0.0
 
 
-def _checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer, schedule: Any,
-                stats: PretrainStats, step_losses: list[Tensor], t0: float, steps_this_session: int) -> None:
+def _timed_copy(stats: PretrainStats, t0: float, steps_this_session: int) -> PretrainStats:
+    """``stats`` as they stand now, with this session's time so far accounted for."""
     snapshot = PretrainStats(**stats.as_dict())
     _account_time(snapshot, t0, steps_this_session)
+    return snapshot
+
+
+def _checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer, schedule: Any,
+                stats: PretrainStats, step_losses: list[Tensor], t0: float, steps_this_session: int) -> None:
+    snapshot = _timed_copy(stats, t0, steps_this_session)
     atomic_torch_save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
                        "schedule": schedule.state_dict(), "stats": snapshot.as_dict(),
                        "step_losses": [float(v) for v in step_losses[-snapshot.steps_per_epoch:]]}, path)

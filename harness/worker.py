@@ -167,7 +167,8 @@ def serve(run: Run, storage: optuna.storages.BaseStorage, *, heartbeat_s: float 
 
     Returns the number of failed evaluations among the jobs this worker ran.
     """
-    jobs = {j.key: j for j in run.plan.pretrain_jobs}
+    units = run.plan.units()  # a run and its snapshots are one job
+    jobs = {key: unit.pretrain_jobs[0] for key, unit in units.items()}
     queue = JobQueue(storage, queue_name(run.spec.name, run.plan), sorted(jobs), stale_after_s=stale_after_s)
     failed, ran = 0, 0
     log(f"worker {queue.worker}: queue {queue.name} ({len(jobs)} jobs)")
@@ -182,7 +183,7 @@ def serve(run: Run, storage: optuna.storages.BaseStorage, *, heartbeat_s: float 
             continue
         job = jobs[claim.key]
         log(f"worker {queue.worker}: took {job.label} seed {job.seed} ({job.key})")
-        one = dataclasses.replace(run, plan=Plan([job], run.plan.evals_of(job)), failed=[])
+        one = dataclasses.replace(run, plan=units[claim.key], failed=[])
         with queue.heartbeat(claim, heartbeat_s):
             n = execute(one)
         if not queue.finish(claim, n):

@@ -29,7 +29,7 @@ def test_write_read_round_trip_and_no_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     back = read_rows([tmp_path])
     assert [(r["metric"], r["value"]) for r in back] == [("top1", 70.0), ("top5", 95.0)]
-    assert back[0]["schema_version"] == 1 and back[0]["pretrain_epoch_losses"] == [2.0, 1.5, 1.0]
+    assert back[0]["schema_version"] == 2 and back[0]["pretrain_epoch_losses"] == [2.0, 1.5, 1.0]
 
 
 def test_copied_results_count_once(tmp_path):
