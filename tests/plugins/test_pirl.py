@@ -39,7 +39,7 @@ def naive_nce(q, pos, negs, t, objective, keep):
 def build(**params) -> PIRL:
     torch.manual_seed(0)
     backbone = ConvNetSmall(ConvNetSmall.Params(width=8, stages=2))
-    p = {"num_negatives": 8, "proj_dim": 16, **params}
+    p = {"num_negatives": 8, "proj_dim": 16, "negatives": "bank", **params}  # most tests check [0]'s bank form
     return instantiate_method(PIRL, PIRL.Params(**p), backbone, num_classes=4, num_samples=NUM_SAMPLES)
 
 
@@ -67,6 +67,34 @@ def test_infonce_known_value_and_masked_negatives_do_not_count():
     keep = torch.zeros(3, 9, dtype=torch.bool)
     keep[:, :4] = True
     assert pirl_nce(q, q, negs, 0.5, "infonce", keep).item() == pytest.approx(math.log(5), rel=1e-6)
+
+
+def naive_batch_loss(z_t, f, t, lam):
+    """Symmetric InfoNCE between the branches, one image at a time."""
+    def direction(a, b):
+        total = 0.0
+        for i in range(len(a)):
+            sims = [float(F.cosine_similarity(a[i], b[j], dim=0)) / t for j in range(len(b))]
+            total += -sims[i] + math.log(sum(math.exp(s) for s in sims))
+        return total / len(a)
+    return lam * direction(z_t, f) + (1 - lam) * direction(f, z_t)
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.2])
+def test_batch_negatives_are_the_symmetric_infonce_between_branches(monkeypatch, lam):
+    m = build(negatives="batch", loss_lambda=lam, temperature=0.3)
+    embedded = {}
+    real_f, real_tiles = m.f.forward, m.embed_tiles
+    monkeypatch.setattr(m.f, "forward", lambda x: embedded.setdefault("f", real_f(x)))
+    monkeypatch.setattr(m, "embed_tiles", lambda tiles: embedded.setdefault("z_t", real_tiles(tiles)))
+    bank = m.bank.clone()
+    loss = m.loss(batch())
+    expected = naive_batch_loss(embedded["z_t"].detach().double(), embedded["f"].detach().double(), 0.3, lam)
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    loss.backward()
+    m.on_step_end(1, 10)
+    assert m.f[0].weight.grad.abs().sum() > 0 and m.g.weight.grad.abs().sum() > 0  # both branches learn
+    assert torch.equal(m.bank, bank) and not m.seen.any()  # no bank in this form
 
 
 def test_lambda_limits_give_the_single_terms(monkeypatch):
