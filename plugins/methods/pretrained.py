@@ -65,6 +65,8 @@ class Pretrained(Method):
         """With a run folder: the method label (the leaderboard's Method column) whose encoder to load."""
         seed: int | None = None
         """With a run folder: the seed of that encoder; None = the only one, or an error if several."""
+        benchmark: str | None = None
+        """With a run folder shared by several benchmark files: the ``name`` of the one whose run to load."""
         torchvision: str | None = None
         """A torchvision weights name, ``"ResNet18_Weights.IMAGENET1K_V1"``, read from the hub cache."""
         prefix: str | None = None
@@ -191,16 +193,24 @@ def resolve_path(params: Pretrained.Params) -> Path:
         raise BenchError(f"pretrained: {path} is a folder without encoder.pt; give `label` to pick a "
                          "method of the run stored there")
     rows = [r for r in read_rows([path / "results"]) if r.get("label") == params.label
-            and (params.seed is None or r.get("seed") == params.seed)]
-    keys = sorted({(r["seed"], r["pretrain_key"]) for r in rows})
+            and (params.seed is None or r.get("seed") == params.seed)
+            and (params.benchmark is None or r.get("benchmark") == params.benchmark)]
+    runs = {(r["seed"], r["pretrain_key"]): r for r in rows}
+    keys = sorted(runs)
     if not keys:
         labels = sorted({str(r.get("label")) for r in read_rows([path / "results"])})
         raise BenchError(f"pretrained: {path}: no results for label '{params.label}'"
-                         f"{'' if params.seed is None else f' seed {params.seed}'}; labels there: "
+                         f"{'' if params.seed is None else f' seed {params.seed}'}"
+                         f"{'' if params.benchmark is None else f' of benchmark {params.benchmark}'}; labels there: "
                          f"{', '.join(labels) or '(none: run that benchmark first)'}")
-    if len(keys) > 1:
+    if len({seed for seed, _ in keys}) > 1:
         raise BenchError(f"pretrained: {path}: label '{params.label}' has seeds "
                          f"{', '.join(str(s) for s, _ in keys)}; set `seed`")
+    if len(keys) > 1:
+        found = "; ".join(sorted({f"benchmark {r['benchmark']}: {r['pretrain_dataset']}, batch {r['pretrain_batch_size']}, "
+                                  f"{r['pretrain_steps']} steps" for r in runs.values()}))
+        raise BenchError(f"pretrained: {path}: label '{params.label}' names {len(keys)} pretrainings ({found}); "
+                         "set `benchmark` to the file whose run to load")
     file = path / "artifacts" / keys[0][1] / "encoder.pt"
     if not file.is_file():
         raise BenchError(f"pretrained: {file}: missing (the run's artifacts were removed?)")

@@ -178,3 +178,24 @@ def test_replacing_the_checkpoint_file_changes_the_job_key(tmp_path, write_toml)
     torch.save(small_backbone(1).state_dict(), file)
     os.utime(file, ns=(1, 10**18))
     assert key() != first
+
+
+def test_a_label_shared_by_several_benchmarks_of_one_folder_needs_benchmark(tmp_path):
+    from harness.results import write_rows
+    from plugins.methods.pretrained import resolve_path
+
+    for benchmark, key, batch in (("methods", "aaa", 256), ("batches", "bbb", 64)):
+        (tmp_path / "artifacts" / key).mkdir(parents=True)
+        torch.save(small_backbone(0).state_dict(), tmp_path / "artifacts" / key / "encoder.pt")
+        write_rows(tmp_path / "results" / f"{key}.parquet", [{
+            "benchmark": benchmark, "job_key": f"eval-{key}", "label": "SimCLR", "seed": 0, "pretrain_key": key,
+            "pretrain_dataset": "cifar10",
+            "pretrain_batch_size": batch, "pretrain_steps": 100, "metric": "top1", "value": 1.0}])
+    params = Pretrained.Params(path=str(tmp_path), label="SimCLR")
+    with pytest.raises(BenchError, match=r"label 'SimCLR' names 2 pretrainings \(benchmark batches: cifar10, "
+                                         r"batch 64, 100 steps; benchmark methods: .*\); set `benchmark`"):
+        resolve_path(params)
+    chosen = Pretrained.Params(path=str(tmp_path), label="SimCLR", benchmark="methods")
+    assert resolve_path(chosen) == tmp_path / "artifacts" / "aaa" / "encoder.pt"
+    with pytest.raises(BenchError, match="no results for label 'SimCLR' of benchmark nope"):
+        resolve_path(Pretrained.Params(path=str(tmp_path), label="SimCLR", benchmark="nope"))
