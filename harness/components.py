@@ -211,7 +211,8 @@ class EvalTask:
 
     Attributes:
         encoder: the frozen backbone in eval mode, on ``device``.
-        fit: labelled images to fit on.
+        fit: labelled images to fit on (read them with ``fit.batch(idx)`` / ``fit.chunks(size)``: a
+            memory-mapped set's ``images`` is its whole file).
         target: labelled images to score.
         num_classes: number of classes of the target dataset.
         features: returns cached encoder features (N, feature_dim) of an ImageSet.

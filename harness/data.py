@@ -1,17 +1,20 @@
-"""Images as uint8 tensors: the ImageSet, stratified splits, class-balanced subsets, decode cache."""
+"""Images as uint8 tensors: the ImageSet (in memory or memory-mapped), splits, balanced subsets, decode caches."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness.atomic import atomic_torch_save
+from harness.atomic import atomic_torch_save, atomic_write, atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,14 +22,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """A labelled split held in memory.
+    """A labelled split: uint8 images held in memory, or rows of a store read batch by batch.
+
+    A store is typically a memory-mapped decode cache (a dataset's ``stream = true``) larger than
+    memory: ``images`` is then the whole file, ``rows`` says which of its rows this set holds, and
+    subsets only index ``rows``, so the file is never copied whole. Read images through :meth:`batch`
+    and :meth:`chunks`, which work for both kinds; ``images`` alone is this set's images only when
+    ``rows`` is None (every in-memory set, whose subsets copy their rows as always).
 
     Attributes:
-        images: uint8 tensor of shape (N, C, H, W).
+        images: uint8 tensor of shape (N, C, H, W) when ``rows`` is None; else the store (M, C, H, W)
+            that ``rows`` index.
         labels: int64 tensor of shape (N,).
         classes: class names; ``labels`` index into it.
         key: content identity of the source split (dataset, params, split); feature caches use it.
         indices: positions of these rows in the source split (int64 (N,)), None when all of it.
+        rows: positions of these rows in ``images`` (int64 (N,)); None when ``images`` holds exactly them.
     """
 
     images: Tensor
@@ -34,15 +45,24 @@ class ImageSet:
     classes: tuple[str, ...]
     key: str
     indices: Tensor | None = None
+    rows: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        if self.rows is not None and self.rows.ndim != 1:
+            raise ValueError(f"rows must be int64 (N,), got {tuple(self.rows.shape)}")
+        n = int(self.images.shape[0] if self.rows is None else self.rows.shape[0])
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must be ({n},), got {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.labels.shape[0])
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the images are rows of a store (``rows`` given), read batch by batch, not held in memory."""
+        return self.rows is not None
 
     @property
     def num_classes(self) -> int:
@@ -53,10 +73,46 @@ class ImageSet:
         """Positions in the source split (int64 (N,))."""
         return self.indices if self.indices is not None else torch.arange(len(self))
 
-    def subset(self, idx: Tensor) -> ImageSet:
-        """Rows ``idx`` (positions in this set) as a new ImageSet sharing the source key."""
+    def subset(self, idx: Tensor, key: str | None = None) -> ImageSet:
+        """Rows ``idx`` (positions in this set) as a new ImageSet; a mapped set's store is shared, not copied.
+
+        Args:
+            idx: int64 (K,) positions in this set.
+            key: None keeps this set's key and records the rows' source positions (``indices``);
+                a key makes the subset a source split of its own (e.g. a class-balanced subset).
+        """
         idx = idx.long()
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.key, self.source_indices[idx])
+        indices = self.source_indices[idx] if key is None else None
+        if self.rows is not None:
+            return ImageSet(self.images, self.labels[idx], self.classes, key or self.key, indices, self.rows[idx])
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, key or self.key, indices)
+
+    def batch(self, idx: Tensor, device: torch.device | None = None) -> Tensor:
+        """The images of rows ``idx`` (int64 (B,), positions in this set), copied: uint8 (B, C, H, W).
+
+        Only these rows are read. To a CUDA device they go through pinned memory, non-blocking;
+        ``device`` None leaves them where ``images`` is.
+        """
+        rows = idx.long() if self.rows is None else self.rows[idx.to(self.rows.device)]
+        rows = rows.to(self.images.device)
+        if device is not None and device.type == "cuda" and self.images.device.type == "cpu":
+            out = torch.empty((len(rows), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
+            return torch.index_select(self.images, 0, rows, out=out).to(device, non_blocking=True)
+        out = self.images[rows]
+        return out if device is None else out.to(device)
+
+    def chunks(self, size: int, device: torch.device | None = None) -> Iterator[Tensor]:
+        """This set's images in order, ``size`` rows at a time: uint8 (<= size, C, H, W) on ``device``.
+
+        In memory: slices of ``images`` (views; moved to ``device`` when given). Mapped: each chunk is
+        read from the store by :meth:`batch`, so at most one chunk is in memory at a time.
+        """
+        if self.rows is None:
+            for chunk in torch.split(self.images, size):
+                yield chunk if device is None else chunk.to(device, non_blocking=True)
+            return
+        for idx in torch.split(torch.arange(len(self)), size):
+            yield self.batch(idx, device)
 
 
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -123,6 +179,57 @@ def cached(path: Path, build: Callable[[], dict[str, Tensor]]) -> dict[str, Tens
     value = build()
     atomic_torch_save(value, path)
     return value
+
+
+def map_uint8(path: Path, shape: Sequence[int]) -> Tensor:
+    """The raw uint8 file ``path`` as a tensor of ``shape``, memory-mapped (never read whole).
+
+    Pages are read from the file when touched and may be dropped again under memory pressure; the
+    mapping is private, so an in-place write changes this process's copy of a page, never the file.
+    """
+    numel = math.prod(shape)
+    if path.stat().st_size != numel:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {numel} for shape {tuple(shape)}")
+    if numel == 0:
+        return torch.empty(tuple(shape), dtype=torch.uint8)
+    return torch.from_file(str(path), shared=False, size=numel, dtype=torch.uint8).view(*shape)
+
+
+def cached_mapped(path: Path, row_shape: Sequence[int],
+                  build: Callable[[Callable[[Tensor], None]], dict[str, Any]]) -> tuple[Tensor, dict[str, Any]]:
+    """Rows stored raw in ``path`` and memory-mapped, built once by ``build`` chunk by chunk.
+
+    ``build(write)`` calls ``write(rows)`` with uint8 (K, *row_shape) chunks in order and returns JSON
+    metadata. The rows go to a temporary file renamed to ``path`` when complete, then the sidecar
+    ``path.with_suffix(".json")`` (the shape and the metadata) is written atomically; a cache missing
+    either, or whose size disagrees with its shape, is built again. Memory holds one chunk at a time.
+
+    Returns:
+        the mapped uint8 tensor (N, *row_shape) (see :func:`map_uint8`) and the metadata.
+    """
+    sidecar = path.with_suffix(".json")
+    if path.exists() and sidecar.exists():
+        stored: dict[str, Any] = json.loads(sidecar.read_text())
+        if path.stat().st_size == math.prod(stored["shape"]):
+            return map_uint8(path, stored["shape"]), stored
+    meta: dict[str, Any] = {}
+    written = [0]
+
+    def write(rows: Tensor, f: BinaryIO) -> None:
+        if rows.dtype != torch.uint8 or tuple(rows.shape[1:]) != tuple(row_shape):
+            raise ValueError(f"rows must be uint8 (K, {', '.join(map(str, row_shape))}), got {rows.dtype} "
+                             f"{tuple(rows.shape)}")
+        f.write(rows.contiguous().numpy().reshape(-1).data)
+        written[0] += len(rows)
+
+    def write_file(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            meta.update(build(lambda rows: write(rows, f)))
+
+    atomic_write(path, write_file)
+    meta["shape"] = [written[0], *row_shape]
+    atomic_write_text(sidecar, json.dumps(meta))
+    return map_uint8(path, meta["shape"]), meta
 
 
 def file_fingerprint(paths: Sequence[Path]) -> str:

@@ -12,13 +12,16 @@ from harness.data import ImageSet, cached, normalize, to_float
 
 
 @torch.no_grad()
-def extract(encoder: nn.Module, images: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
-    """Features of uint8 images (N, C, H, W) -> float32 (N, D) on the CPU, encoder in eval mode."""
+def extract(encoder: nn.Module, images: ImageSet, device: torch.device, batch_size: int = 512) -> Tensor:
+    """Features of a set's uint8 images (N, C, H, W) -> float32 (N, D) on the CPU, encoder in eval mode.
+
+    The images are read chunk by chunk (:meth:`ImageSet.chunks`), so a mapped set is never in memory whole.
+    """
     encoder.eval()
     cuda = device.type == "cuda"
     out = []
-    for chunk in images.split(batch_size):
-        x = normalize(to_float(chunk.to(device, non_blocking=True)))
+    for chunk in images.chunks(batch_size, device):
+        x = normalize(to_float(chunk))
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
@@ -49,6 +52,6 @@ class FeatureCache:
                 raise ValueError(f"register the full split of {images.key} before asking for a subset")
             name = hashlib.sha256(images.key.encode()).hexdigest()[:16] + ".pt"
             self._memory[images.key] = cached(
-                self.folder / name, lambda: {"features": extract(self.encoder, source.images, self.device)})["features"]
+                self.folder / name, lambda: {"features": extract(self.encoder, source, self.device)})["features"]
         feats = self._memory[images.key]
         return feats if images.indices is None else feats[images.indices]

@@ -84,7 +84,7 @@ class Run:
             full = dataset.load(source, self.data)
             if size is not None and size < len(full):
                 idx = balanced_subset(full.labels, size, seed=0)
-                full = ImageSet(full.images[idx], full.labels[idx], full.classes, f"{full.key}|balanced{size}")
+                full = full.subset(idx, key=f"{full.key}|balanced{size}")
             self._splits[memo] = full
         return self._splits[memo]
 

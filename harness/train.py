@@ -2,9 +2,11 @@
 
 Data stays a uint8 tensor on the device; each step indexes a batch, augments it there with the
 method's pipelines (random parameters per sample, drawn from a per-step seeded generator) and takes
-one optimizer step. Every ``checkpoint_every_steps`` the whole state (model, optimizer, schedule,
-step, loss history) is written atomically to ``last.pt``; a rerun resumes from it. Batch order and
-augmentation depend only on (seed, epoch) and (seed, step), so a resumed run sees the same data.
+one optimizer step. A memory-mapped set (``ImageSet.mapped``, larger than memory) stays on the host
+instead: each step's batch is read from its file and copied over (pinned, non-blocking on CUDA).
+Every ``checkpoint_every_steps`` the whole state (model, optimizer, schedule, step, loss history) is
+written atomically to ``last.pt``; a rerun resumes from it. Batch order and augmentation depend only
+on (seed, epoch) and (seed, step), so a resumed run sees the same data.
 
 Under torchrun (several processes, see :mod:`harness.launch`) the method is wrapped in
 DistributedDataParallel: every process steps through the same global batch order, takes its
@@ -137,7 +139,7 @@ def pretrain(
     Args:
         method: the method module (backbone and heads), already seeded and built.
         pipelines: augmentation pipelines by name; ``method.views`` picks from them.
-        data: training images, uint8 (N, C, H, W), and labels (N,).
+        data: training images, uint8 (N, C, H, W), and labels (N,); a mapped set stays on the host.
         spec: budget, optimizer and schedule.
         seed: seeds batch order and augmentation.
         device: where to train.
@@ -184,7 +186,7 @@ def pretrain(
         stats.resumed_from_step = stats.steps
         step_losses = [torch.tensor(v) for v in state["step_losses"]]
 
-    images, labels = data.images.to(device), data.labels.to(device)
+    images, labels = (data.images if data.mapped else data.images.to(device)), data.labels.to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     method.train()
     bar = tqdm(total=total, initial=stats.steps, desc=desc, unit="step", disable=not progress,
@@ -195,8 +197,10 @@ def pretrain(
         epoch, i = divmod(step, steps_per_epoch)
         if order is None or i == 0:
             order = epoch_order(n, seed, epoch, device)
-        idx = order[i * batch_size:(i + 1) * batch_size][me * local:(me + 1) * local]
-        x = to_float(images[idx])
+            host_order = order.cpu() if data.mapped else order
+        rows = slice(i * batch_size + me * local, i * batch_size + (me + 1) * local)
+        idx = order[rows]
+        x = to_float(data.batch(host_order[rows], device) if data.mapped else images[idx])
         g = torch.Generator(device=device).manual_seed(rank_seed(seed, step, me))
         views = [normalize(pipelines[name](x, generator=g)) for name in method.views]
         if cuda:

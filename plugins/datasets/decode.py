@@ -6,8 +6,9 @@ torchvision's native decoders (PIL as a fallback for formats they lack, such as 
 dataset's square resolution right away so that memory holds only small images, and saved as one tensor
 file in the context's cache folder. The cache key covers the files' fingerprint (paths, sizes,
 modification times), the resolution and the corrupt-file policy, so a second load reads one file and
-never decodes again. Skipped files are reported on every load through the ``bench.data`` logger (stderr
-by default).
+never decodes again. With ``stream`` (a dataset's ``stream = true``) the images are decoded chunk by
+chunk into a raw uint8 file instead, returned memory-mapped, for splits larger than memory. Skipped
+files are reported on every load through the ``bench.data`` logger (stderr by default).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from harness.data import cached, file_fingerprint, resize_uint8
+from harness.data import cached, cached_mapped, file_fingerprint, resize_uint8
 from harness.errors import DataError
 
 CACHE_VERSION = 1
@@ -135,8 +136,32 @@ def decode_file(path: Path, image_size: int | None) -> Tensor:
     return resize_uint8(image[None], image_size)[0] if image_size is not None else image
 
 
+def decoded_chunks(files: Sequence[Path], image_size: int | None, on_corrupt: OnCorrupt = "error"
+                   ) -> Iterator[list[Tensor | None]]:
+    """Decode image files :data:`CHUNK` at a time with a thread pool (the native decoders release the GIL).
+
+    Yields, in row order, one list per chunk: uint8 (3, S, S) per file, None for a file skipped as
+    corrupt (``on_corrupt="skip"``). Memory holds one chunk; a bad file stops the work at its chunk.
+
+    Raises:
+        DataError: a file is unreadable (with ``on_corrupt="error"``).
+    """
+
+    def one(i: int) -> Tensor | None:
+        try:
+            return decode_file(files[i], image_size)
+        except DataError:
+            if on_corrupt == "skip":
+                return None
+            raise
+
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        for start in range(0, len(files), CHUNK):
+            yield list(pool.map(one, range(start, min(start + CHUNK, len(files)))))
+
+
 def decode_files(files: Sequence[Path], image_size: int | None, on_corrupt: OnCorrupt = "error") -> dict[str, Tensor]:
-    """Decode image files with a thread pool (the native decoders release the GIL).
+    """Decode image files (:func:`decoded_chunks`) into one tensor.
 
     Args:
         files: image files in row order.
@@ -150,19 +175,7 @@ def decode_files(files: Sequence[Path], image_size: int | None, on_corrupt: OnCo
     Raises:
         DataError: a file is unreadable (with ``on_corrupt="error"``), or sizes differ without ``image_size``.
     """
-
-    def one(i: int) -> Tensor | None:
-        try:
-            return decode_file(files[i], image_size)
-        except DataError:
-            if on_corrupt == "skip":
-                return None
-            raise
-
-    out: list[Tensor | None] = []
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        for start in range(0, len(files), CHUNK):  # in chunks, so that a bad file stops the work early
-            out += pool.map(one, range(start, min(start + CHUNK, len(files))))
+    out = [img for chunk in decoded_chunks(files, image_size, on_corrupt) for img in chunk]
     kept = [i for i, img in enumerate(out) if img is not None]
     images = [img for img in out if img is not None]
     for i, img in zip(kept, images):
@@ -175,6 +188,22 @@ def decode_files(files: Sequence[Path], image_size: int | None, on_corrupt: OnCo
             "skipped": torch.tensor([i for i, img in enumerate(out) if img is None], dtype=torch.int64)}
 
 
+def stream_files(files: Sequence[Path], image_size: int, on_corrupt: OnCorrupt,
+                 write: Callable[[Tensor], None]) -> dict[str, Any]:
+    """Decode image files chunk by chunk, handing each chunk's images, uint8 (K, 3, S, S), to ``write``.
+
+    Returns:
+        ``{"files": N, "skipped": [positions of the files left out]}``.
+    """
+    skipped: list[int] = []
+    for start, chunk in zip(range(0, len(files), CHUNK), decoded_chunks(files, image_size, on_corrupt)):
+        skipped += [start + i for i, img in enumerate(chunk) if img is None]
+        images = [img for img in chunk if img is not None]
+        if images:
+            write(torch.stack(images))
+    return {"files": len(files), "skipped": skipped}
+
+
 def report_skipped(what: str, skipped: Sequence[str], total: int) -> None:
     """Log how many images of ``what`` were skipped as corrupt, naming the first few."""
     if skipped:
@@ -185,7 +214,7 @@ def report_skipped(what: str, skipped: Sequence[str], total: int) -> None:
 
 def load_files_cached(
     files: Sequence[Path], image_size: int | None, on_corrupt: OnCorrupt, cache_dir: Path | None, tag: str,
-    fingerprint: str | None = None,
+    fingerprint: str | None = None, *, stream: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Decode ``files`` once and cache the result in ``cache_dir`` (None disables caching).
 
@@ -196,17 +225,33 @@ def load_files_cached(
         cache_dir: folder of decoded-tensor caches.
         tag: readable prefix of the cache file and of messages, e.g. ``"eurosat-all-64px"``.
         fingerprint: :func:`~harness.data.file_fingerprint` of ``files`` when the caller has it already.
+        stream: decode chunk by chunk into the raw file ``<cache_dir>/<tag>-<digest>.u8`` (sidecar
+            ``.json``) and return it memory-mapped (:func:`~harness.data.cached_mapped`), never holding
+            every image in memory; needs ``image_size`` and ``cache_dir``.
 
     Returns:
-        images uint8 (K, 3, S, S) and ``kept`` int64 (K,): positions into ``files`` of the decoded rows.
+        images uint8 (K, 3, S, S) (memory-mapped with ``stream``) and ``kept`` int64 (K,): positions into
+        ``files`` of the decoded rows.
     """
     if not files:
         raise DataError(f"{tag}: no image files to decode")
+    if stream and (image_size is None or cache_dir is None):
+        raise DataError(f"{tag}: params.stream = true needs params.image_size (one size for every image) "
+                        "and a cache folder to hold the decoded file")
     if cache_dir is None:
         data = decode_files(files, image_size, on_corrupt)
     else:
         spec = f"{fingerprint or file_fingerprint(files)}:{image_size}:{on_corrupt}:v{CACHE_VERSION}"
-        digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
-        data = cached(Path(cache_dir) / f"{tag}-{digest}.pt", lambda: decode_files(files, image_size, on_corrupt))
+        stem = Path(cache_dir) / f"{tag}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+        if stream and image_size is not None:
+            size = image_size
+            images, meta = cached_mapped(Path(f"{stem}.u8"), (3, size, size),
+                                         lambda write: stream_files(files, size, on_corrupt, write))
+            skipped = torch.tensor(meta["skipped"], dtype=torch.int64)
+            keep = torch.ones(meta["files"], dtype=torch.bool)
+            keep[skipped] = False
+            data = {"images": images, "kept": keep.nonzero().flatten(), "skipped": skipped}
+        else:
+            data = cached(Path(f"{stem}.pt"), lambda: decode_files(files, image_size, on_corrupt))
     report_skipped(tag, [str(files[i]) for i in data["skipped"].tolist()], len(files))
     return data["images"], data["kept"]

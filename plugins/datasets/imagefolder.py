@@ -10,8 +10,10 @@ class folder holding it, at any depth below it):
   holding ``test_fraction`` of every class out as ``test`` (:func:`harness.data.stratified_split`).
 
 Images are decoded by :mod:`plugins.datasets.decode` (resized, squashed, to ``image_size`` squares),
-cached in the context's cache folder and never decoded twice. :func:`load_image_folder` is also the
-loader of the folder-shaped named datasets (:mod:`plugins.datasets.folder_sets`).
+cached in the context's cache folder and never decoded twice; with ``stream = true`` the cache is a
+memory-mapped file and the ImageSet reads batches from it (splits larger than memory).
+:func:`load_image_folder` is also the loader of the folder-shaped named datasets
+(:mod:`plugins.datasets.folder_sets`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class FolderOptions(BaseParams):
     """Seed of that held-out split (not the run's seed)."""
     on_corrupt: OnCorrupt = "error"
     """"error": an unreadable image fails naming its file; "skip": it is left out and counted in the log."""
+    stream: bool = Field(default=False, exclude=True)
+    """Decode once into a memory-mapped uint8 file in the cache folder and read batches from it, for splits
+    larger than memory (needs ``image_size``; image files only: a named dataset's Parquet copy is still read
+    into memory). The images are the same either way, so it is left out of job keys."""
 
 
 def class_folders(roots: Iterable[Path]) -> tuple[str, ...]:
@@ -93,8 +99,11 @@ def load_image_folder(what: str, folder: Path, split: str, p: FolderOptions, ctx
         split_dirs: split -> subfolder names holding it (e.g. ImageNet's test split is ``val/``).
 
     Returns:
-        uint8 images (N, 3, S, S) with S = ``p.image_size``, int64 labels (N,).
+        uint8 images (N, 3, S, S) with S = ``p.image_size`` (rows of a memory-mapped file with ``p.stream``),
+        int64 labels (N,).
     """
+    if p.stream and p.image_size is None:
+        raise DataError(f"{what}: params.stream = true needs params.image_size (the decoded file holds one size)")
     dirs: dict[str, Path] = {}
     for name, subs in split_dirs.items():
         found = next((folder / s for s in subs if (folder / s).is_dir()), None)
@@ -121,14 +130,16 @@ def load_image_folder(what: str, folder: Path, split: str, p: FolderOptions, ctx
     fingerprint = file_fingerprint(files)
     size = p.image_size or "native"
     tag = re.sub(r"[^\w.-]", "_", f"{what}-{source.name}-{size}px")
-    images, kept = load_files_cached(files, p.image_size, p.on_corrupt, ctx.cache_dir, tag, fingerprint)
+    images, kept = load_files_cached(files, p.image_size, p.on_corrupt, ctx.cache_dir, tag, fingerprint,
+                                     stream=p.stream)
     targets = torch.tensor(labels, dtype=torch.int64)[kept]
+    digest = hashlib.sha256(f"{fingerprint}:{p.model_dump_json(exclude={'download'})}".encode()).hexdigest()[:16]
+    key = f"{what}:folder:{digest}:{split}"
+    data = ImageSet(images, targets, tuple(classes), key, rows=torch.arange(len(targets)) if p.stream else None)
     if carve:
         train_idx, test_idx = stratified_split(targets, p.test_fraction, p.seed)
-        idx = train_idx if split == "train" else test_idx
-        images, targets = images[idx], targets[idx]
-    digest = hashlib.sha256(f"{fingerprint}:{p.model_dump_json(exclude={'download'})}".encode()).hexdigest()[:16]
-    return ImageSet(images.contiguous(), targets, tuple(classes), f"{what}:folder:{digest}:{split}")
+        data = data.subset(train_idx if split == "train" else test_idx, key=key)
+    return data
 
 
 class ImageFolder(Dataset):

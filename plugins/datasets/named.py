@@ -20,7 +20,6 @@ from typing import Annotated, Protocol
 
 import pyarrow.parquet as pq
 from pydantic import Field, create_model
-from torch import Tensor
 
 from harness.components import DataContext, Dataset
 from harness.components import Params as BaseParams
@@ -44,6 +43,10 @@ class NamedParams(BaseParams):
     """Side of the square images in pixels; every image is resized (squashed) to it once, then cached."""
     on_corrupt: OnCorrupt = "error"
     """"error": an unreadable image fails naming its file; "skip": it is left out and counted in the log."""
+    stream: bool = Field(default=False, exclude=True)
+    """Decode image files once into a memory-mapped uint8 file in the cache folder and read batches from it,
+    for splits larger than memory (image-file layouts only: Parquet copies and the STL-10 / SVHN arrays are
+    held in memory). The images are the same either way, so it is left out of job keys."""
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     """Share of every class held out as ``test`` where the source has no test split."""
     seed: Annotated[int, Field(ge=0)] = 0
@@ -70,11 +73,10 @@ def content_key(name: str, source: str, fingerprint: str, params: SplitOptions |
     return f"{name}:{source}:{hashlib.sha256(spec.encode()).hexdigest()[:16]}:{split}"
 
 
-def carve(images: Tensor, labels: Tensor, split: str, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """The ``train`` or ``test`` part of a set without a test split: (N, C, H, W) and (N,) rows."""
-    train_idx, test_idx = stratified_split(labels, test_fraction, seed)
-    idx = train_idx if split == "train" else test_idx
-    return images[idx].contiguous(), labels[idx]
+def carve(data: ImageSet, split: str, test_fraction: float, seed: int) -> ImageSet:
+    """The ``train`` or ``test`` part of a set without a test split (a mapped set's rows stay in its file)."""
+    train_idx, test_idx = stratified_split(data.labels, test_fraction, seed)
+    return data.subset(train_idx if split == "train" else test_idx, key=data.key)
 
 
 class SplitOptions(Protocol):
@@ -135,9 +137,8 @@ def parquet_under_root(name: str, split: str, p: SplitOptions, ctx: DataContext,
     classes = class_names(shards, label_column)
     if len(labels) and labels.max() >= len(classes):
         raise DataError(f"{name}: labels of {folder}/{stem} reach {labels.max()} but there are {len(classes)} classes")
-    if carved:
-        images, labels = carve(images, labels, split, p.test_fraction, p.seed)
-    return ImageSet(images, labels, classes, content_key(name, "parquet", file_fingerprint(files), p, split))
+    data = ImageSet(images, labels, classes, content_key(name, "parquet", file_fingerprint(files), p, split))
+    return carve(data, split, p.test_fraction, p.seed) if carved else data
 
 
 def missing_data(name: str, split: str, root: Path, expected: Sequence[str], layout: str,

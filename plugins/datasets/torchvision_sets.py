@@ -142,6 +142,7 @@ def load_torchvision(spec: Spec, split: str, p: NamedParams, ctx: DataContext) -
     labels = torch.tensor(targets, dtype=torch.int64)
     part = split if spec.splits else "all"
     tag = f"{spec.name}-{part}-{p.image_size}px"
+    rows = None
     if isinstance(data, np.ndarray):
         base = ctx.root / (spec.root or layout)
         fingerprint = file_fingerprint(sorted(f for f in base.rglob("*") if f.is_file()))
@@ -151,13 +152,14 @@ def load_torchvision(spec: Spec, split: str, p: NamedParams, ctx: DataContext) -
                             lambda: {"images": resize_uint8(images, p.image_size)})["images"]
     else:
         fingerprint = file_fingerprint(data)
-        images, kept = load_files_cached(data, p.image_size, p.on_corrupt, ctx.cache_dir, tag, fingerprint)
+        images, kept = load_files_cached(data, p.image_size, p.on_corrupt, ctx.cache_dir, tag, fingerprint,
+                                         stream=p.stream)
         labels = labels[kept]
-    if not spec.splits:
-        images, labels = carve(images, labels, split, p.test_fraction, p.seed)
+        rows = torch.arange(len(labels)) if p.stream else None
     classes = tuple(str(n[0] if isinstance(n, tuple) else n) for n in names) if names else tuple(
         str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
-    return ImageSet(images, labels, classes, content_key(spec.name, "torchvision", fingerprint, p, split))
+    found = ImageSet(images, labels, classes, content_key(spec.name, "torchvision", fingerprint, p, split), rows=rows)
+    return found if spec.splits else carve(found, split, p.test_fraction, p.seed)
 
 
 def _make(spec: Spec) -> type[Dataset]:

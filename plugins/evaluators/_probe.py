@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import EvalTask
-from harness.data import normalize, to_float
+from harness.data import ImageSet, normalize, to_float
 from plugins.evaluators.linear import Linear, train_linear
 
 
@@ -66,14 +66,14 @@ def fit_head(features: Tensor, labels: Tensor, *, num_classes: int, hparams: Map
 
 
 @torch.no_grad()
-def encode(encoder: nn.Module, images: Tensor, device: torch.device, *, batch_size: int = 256,
+def encode(encoder: nn.Module, images: ImageSet, device: torch.device, *, batch_size: int = 256,
            transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """Float32 features of uint8 images (N, C, H, W), ``transform`` (float [0, 1] -> float [0, 1],
-    batch by batch) applied before normalising. Returns (N, D) on ``device``."""
+    """Float32 features of a set's uint8 images (N, C, H, W), read chunk by chunk, ``transform`` (float
+    [0, 1] -> float [0, 1], batch by batch) applied before normalising. Returns (N, D) on ``device``."""
     encoder.eval()
     out = []
-    for chunk in images.split(batch_size):
-        x = to_float(chunk.to(device))
+    for chunk in images.chunks(batch_size, device):
+        x = to_float(chunk)
         out.append(encoder(normalize(transform(x) if transform else x)).float())
     return torch.cat(out)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from harness import EvalTask, Evaluator, hookimpl
-from harness.data import balanced_subset, to_float
+from harness.data import ImageSet, balanced_subset, to_float
 from harness.metrics import classification_metrics, topk_accuracy
 from plugins.evaluators._probe import FeatureMemo, ProbeNet, check_hparams, encode, fit_head
 from plugins.evaluators.linear import Linear
@@ -157,13 +157,14 @@ class Adversarial(Evaluator):
     def attack_all(self, task: EvalTask, hparams: Mapping[str, float]) -> dict[str, float]:
         """``evaluate``'s work, with autograd on."""
         p, device = self.params, task.device
-        fit = self.memo(task, "fit", lambda: encode(task.encoder, task.fit.images, device))
+        fit = self.memo(task, "fit", lambda: encode(task.encoder, task.fit, device))
         head = fit_head(fit, task.fit.labels, num_classes=task.num_classes, hparams=hparams, params=p, seed=task.seed)
         model = ProbeNet(task.encoder, head.to(device)).eval()
         rows = torch.arange(len(task.target))
         if p.max_images is not None and p.max_images < len(rows):
             rows = balanced_subset(task.target.labels, p.max_images, task.seed)
-        images, labels = task.target.images[rows], task.target.labels[rows].long()
+        images = task.target.subset(rows)  # a mapped target stays in its file
+        labels = images.labels.long()
         clean = self.logits(model, images, labels, device, lambda x, y: x)
         metrics = classification_metrics(clean.cpu(), labels, task.num_classes)
         for attack in p.attacks:
@@ -186,12 +187,13 @@ class Adversarial(Evaluator):
         return lambda x, y: pgd(model, x, y, eps, steps=p.pgd_steps, step_size=p.step_size * eps,
                                 random_start=p.random_start, generator=generator)
 
-    def logits(self, model: nn.Module, images: Tensor, labels: Tensor, device: torch.device,
+    def logits(self, model: nn.Module, images: ImageSet, labels: Tensor, device: torch.device,
                perturb: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """Logits (N, C) of ``model`` on ``perturb(images in [0, 1], labels)``, batch by batch."""
         out = []
-        for x, y in zip(images.split(self.params.attack_batch_size), labels.split(self.params.attack_batch_size)):
-            adv = perturb(to_float(x.to(device)), y.to(device)).detach()
+        size = self.params.attack_batch_size
+        for x, y in zip(images.chunks(size, device), labels.split(size)):
+            adv = perturb(to_float(x), y.to(device)).detach()
             with torch.no_grad():
                 out.append(model(adv))
         return torch.cat(out)

@@ -149,7 +149,9 @@ class FineTune(Evaluator):
         that Optuna trial instead of the whole sweep)."""
         p, device = self.params, task.device
         rows = label_fraction_indices(task.fit.labels, p.label_fraction, seed=task.seed)
-        images, labels = task.fit.images[rows].to(device), task.fit.labels[rows].to(device).long()
+        fit = task.fit.subset(rows)
+        images = None if fit.mapped else fit.images.to(device)  # a mapped set stays in its file, read per batch
+        labels = fit.labels.to(device).long()
         if len(rows) < 2 and not p.freeze_backbone:
             raise ValueError(f"finetune: {len(rows)} labelled image(s); batch norm needs at least 2")
         encoder = copy.deepcopy(task.encoder).to(device)
@@ -158,7 +160,7 @@ class FineTune(Evaluator):
             if not isinstance(encoder, Backbone):
                 raise ValueError(f"finetune: freeze_stages needs a Backbone encoder, got {type(encoder).__name__}")
             encoder.freeze_stages(p.freeze_stages)
-        dim = feature_dim_of(encoder, normalize(to_float(images[:1])))
+        dim = feature_dim_of(encoder, normalize(to_float(fit.batch(torch.arange(min(1, len(fit))), device))))
         torch.manual_seed(task.seed)
         model = FineTuneNet(encoder, dim, task.num_classes, float(hparams.get("dropout", p.dropout))).to(device)
         trainable = [t for t in model.parameters() if t.requires_grad]
@@ -170,14 +172,14 @@ class FineTune(Evaluator):
             optimizer, lambda step: lr_factor(SCHEDULES[p.schedule], step, total, steps_per_epoch))
         shuffle = torch.Generator().manual_seed(task.seed)
         crops = torch.Generator(device=device).manual_seed(task.seed + 1)
-        height, width = images.shape[-2:]
+        height, width = fit.images.shape[-2:]
         for _ in range(p.epochs):
             model.train()
             if p.freeze_backbone:
                 model.encoder.eval()
-            for idx in batches(torch.randperm(len(rows), generator=shuffle), p.batch_size):
-                idx = idx.to(device)
-                x = to_float(images.index_select(0, idx))
+            for host_idx in batches(torch.randperm(len(rows), generator=shuffle), p.batch_size):
+                idx = host_idx.to(device)
+                x = to_float(fit.batch(host_idx, device) if images is None else images.index_select(0, idx))
                 if p.augment:
                     x = random_resized_crop(x, (height, width), CROP_SCALE, generator=crops, flip_p=0.5)
                 loss = F.cross_entropy(model(normalize(x)), labels.index_select(0, idx))
@@ -193,8 +195,8 @@ class FineTune(Evaluator):
         """Logits of ``model`` in eval mode on ``task.target``. Shape: (N_target, num_classes)."""
         model.eval()
         with torch.no_grad():
-            out = [model(normalize(to_float(chunk.to(task.device))))
-                   for chunk in task.target.images.split(self.params.eval_batch_size)]
+            out = [model(normalize(to_float(chunk)))
+                   for chunk in task.target.chunks(self.params.eval_batch_size, task.device)]
         return torch.cat(out) if out else torch.zeros(0, task.num_classes, device=task.device)
 
 

@@ -160,7 +160,7 @@ class Gallery(Evaluator):
         metrics["top1_shown"] = topk_accuracy(scores[rows], labels[rows], 1)
         if task.out_dir is not None and len(rows):
             predicted = scores[rows].topk(1, dim=1).indices.squeeze(1)
-            image = render_gallery(task.target.images[rows], predicted, labels[rows], task.target.classes,
+            image = render_gallery(task.target.batch(rows), predicted, labels[rows], task.target.classes,
                                    columns=p.columns, tile_px=p.tile_px)
             save_png(image, Path(task.out_dir) / "gallery.png")
         return metrics

@@ -135,13 +135,14 @@ class Robustness(Evaluator):
         """
         check_hparams(self.name, hparams, ("lr", "weight_decay"))
         p, device = self.params, task.device
-        fit = self.memo(task, "fit", lambda: encode(task.encoder, task.fit.images, device))
+        fit = self.memo(task, "fit", lambda: encode(task.encoder, task.fit, device))
         head = fit_head(fit, task.fit.labels, num_classes=task.num_classes, hparams=hparams, params=p,
                         seed=task.seed).to(device)
         rows = torch.arange(len(task.target))
         if p.max_images is not None and p.max_images < len(rows):
             rows = balanced_subset(task.target.labels, p.max_images, task.seed)
-        images, labels = task.target.images[rows], task.target.labels[rows].long()
+        images = task.target.subset(rows)  # a mapped target stays in its file
+        labels = images.labels.long()
 
         def features(kind: str, severity: int) -> Tensor:
             generator = torch.Generator(device=device).manual_seed(task.seed)  # noise: the same draw per call
