@@ -154,7 +154,7 @@ def resize_uint8(images: Tensor, size: int) -> Tensor:
     if images.shape[-2:] == (size, size):
         return images
     out = []
-    for chunk in images.split(1024):
+    for chunk in images.split(1024):  # type: ignore[no-untyped-call]
         x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
