@@ -40,9 +40,9 @@ Known result: on the CPU CIFAR-10 benchmark (10k images, ``convnet_small``, 4 ep
 these defaults end below random init (kNN 24.7 vs 36.6, linear 30.9 vs 41.0); so did every short
 trial of [0]'s sizes, colour jitter and [0]'s plain head, and 12 epochs (26.0 / 32.1). Lower learning
 rates do not help (lr 0.05: 26.65 / 33.95; lr 0.01: 27.95 / 35.9): even 156 small steps take kNN 9 points
-below the random network, so the objective itself moves the features away from class information. On 32 px images the relation is met by
-low-level statistics (colour, blur of upsampled or busyness of downsampled inputs) rather than
-objects; [0] trains at 114 px on ImageNet.
+below the random network, so the objective itself moves the features away from class information.
+On 32 px images the relation is met by low-level statistics (colour, blur of upsampled or busyness
+of downsampled inputs) rather than objects; [0] trains at 114 px on ImageNet.
 
 Deviations from [0]:
     - [0] crops 228 px and feeds 114 px images to AlexNet, and its counts are a plain ReLU output;
