@@ -61,10 +61,16 @@ class ViewRecipeParams(Params):
         return self
 
 
-def view_recipe(images: Tensor, p: ViewRecipeParams, generator: torch.Generator) -> Tensor:
-    """Crop + flip, colour jitter, grayscale, blur, solarize: (B, 3, H, W) -> (B, 3, S, S)."""
-    size = p.size or images.shape[-2]
-    x = random_resized_crop(images, size, scale=(p.crop_scale_min, 1.0), generator=generator, flip_p=p.flip_p)
+def view_recipe(images: Tensor, p: ViewRecipeParams, generator: torch.Generator, *, size: int | None = None,
+                crop_scale_max: float = 1.0) -> Tensor:
+    """Crop + flip, colour jitter, grayscale, blur, solarize: (B, 3, H, W) -> (B, 3, S, S).
+
+    ``size`` (default ``p.size``, else the input height) is the output side S; crops cover a fraction
+    of the image area between ``p.crop_scale_min`` and ``crop_scale_max``.
+    """
+    size = size or p.size or images.shape[-2]
+    x = random_resized_crop(images, size, scale=(p.crop_scale_min, crop_scale_max), generator=generator,
+                            flip_p=p.flip_p)
     x = color_jitter(x, p.brightness, p.contrast, p.saturation, p.hue, p=p.jitter_p, generator=generator)
     x = random_grayscale(x, p.grayscale_p, generator=generator)
     kernel = blur_kernel_size(size, p.blur_kernel_fraction)

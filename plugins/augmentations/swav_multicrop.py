@@ -33,15 +33,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from harness import Augmentation, hookimpl
-from harness.augment import (
-    blur_kernel_size,
-    color_jitter,
-    random_gaussian_blur,
-    random_grayscale,
-    random_resized_crop,
-    random_solarize,
-)
-from plugins.augmentations.recipe import Unit, ViewRecipeParams
+from plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
 
 LOCAL_SIDE_FRACTION = 96 / 224
 """Side of a local crop relative to a global one in [0] (96 px vs 224 px)."""
@@ -73,15 +65,8 @@ class SwAVCropParams(ViewRecipeParams):
 
 
 def swav_crop(images: Tensor, p: SwAVCropParams, generator: torch.Generator) -> Tensor:
-    """Crop + flip, colour jitter, grayscale, blur, solarize. Shape: (B, 3, H, W) -> (B, 3, S, S)."""
-    size = p.out_side(images.shape[-2])
-    scale = (p.crop_scale_min, p.crop_scale_max)
-    x = random_resized_crop(images, size, scale=scale, generator=generator, flip_p=p.flip_p)
-    x = color_jitter(x, p.brightness, p.contrast, p.saturation, p.hue, p=p.jitter_p, generator=generator)
-    x = random_grayscale(x, p.grayscale_p, generator=generator)
-    kernel = blur_kernel_size(size, p.blur_kernel_fraction)
-    x = random_gaussian_blur(x, p.blur_p, (p.blur_sigma_min, p.blur_sigma_max), kernel, generator=generator)
-    return random_solarize(x, p.solarize_p, generator=generator)
+    """The BYOL/MoCo view recipe with SwAV's crop scales and side. Shape: (B, 3, H, W) -> (B, 3, S, S)."""
+    return view_recipe(images, p, generator, size=p.out_side(images.shape[-2]), crop_scale_max=p.crop_scale_max)
 
 
 class SwAVGlobalCrop(Augmentation):
