@@ -48,6 +48,7 @@ from torch.nn import functional as F
 
 from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
 from harness.augment import mask_region
+from harness.draws import new_draws, next_generator
 
 BASE_PX = 4
 
@@ -142,7 +143,7 @@ class ContextEncoder(Method):
         self.decoder = image_decoder(backbone.feature_dim, params.decoder_width, params.decoder_px)
         self.discriminator = discriminator() if params.adversarial_weight > 0 else None
         # (seed, number of batches drawn): the seed comes from the global RNG at build time.
-        self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
+        self.register_buffer("draws", new_draws())
 
     def reconstruct(self, masked: Tensor) -> Tensor:
         """Encode masked images (B, C, H, W) and decode them to (B, C, H, W)."""
@@ -165,9 +166,7 @@ class ContextEncoder(Method):
     def loss(self, batch: Batch) -> Tensor:
         """Masked L2 (plus the optional adversarial terms) of the view (B, C, H, W)."""
         p, x = self.params, batch.views[0]
-        seed, count = self.draws.tolist()
-        self.draws[1] += 1
-        g = torch.Generator(device=x.device).manual_seed((seed + 7919 * count) % 2**63)
+        g = next_generator(self.draws, x.device)
         masked, mask = mask_region(x, generator=g, size_fraction=p.mask_fraction, mode=p.mask_mode, fill=0.0)
         pred = self.reconstruct(masked)
         rec = inpainting_loss(pred, x, region_weights(mask, p.overlap_px, p.overlap_weight))

@@ -65,6 +65,7 @@ from torch.nn import functional as F
 from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
 from harness.augment import color_jitter, split_tiles
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
+from harness.draws import new_draws, next_generator
 from harness.heads import mlp_head
 
 Filter = Literal["area", "bilinear", "bicubic"]
@@ -147,7 +148,7 @@ class Counting(Method):
         norm = [nn.BatchNorm1d(params.count_dim, affine=False)] if params.count_norm else []
         self.head = nn.Sequential(mlp_head(backbone.feature_dim, params.hidden_dim, params.count_dim), *norm, nn.ReLU())
         # (seed, number of batches drawn): the seed comes from the global RNG at build time.
-        self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
+        self.register_buffer("draws", new_draws())
 
     def counts(self, images: Tensor) -> Tensor:
         """phi: counting vectors of images (N, C, h, w) -> (N, count_dim), non-negative."""
@@ -183,9 +184,7 @@ class Counting(Method):
     def loss(self, batch: Batch) -> Tensor:
         """Counting loss of the view (B, C, S, S): one forward of 5B half-size images."""
         x = batch.views[0]
-        seed, count = self.draws.tolist()
-        self.draws[1] += 1
-        g = torch.Generator(device=x.device).manual_seed((seed + 7919 * count) % 2**63)
+        g = next_generator(self.draws, x.device)
         tiles, down = self.inputs(x, g)
         b = x.shape[0]
         phi = self.counts(self.jitter(torch.cat([down, tiles.flatten(0, 1)]), g))

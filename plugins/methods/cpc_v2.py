@@ -59,6 +59,7 @@ from harness import Backbone, Batch, Method, MethodParams, Register, gather, hoo
 from harness.augment import color_jitter, random_grayscale
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
 from harness.distributed import rank
+from harness.draws import new_draws, next_generator
 
 
 def patch_grid(images: Tensor, patch_px: int, stride_px: int) -> Tensor:
@@ -206,7 +207,7 @@ class CPCv2(Method):
         self.context = context_network(backbone.feature_dim, p.context_dim, p.context_blocks, p.context_kernel)
         self.target = nn.Linear(backbone.feature_dim, p.target_dim)
         self.predictors = nn.ModuleList(nn.Linear(p.context_dim, p.target_dim) for _ in self.offsets)
-        self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
+        self.register_buffer("draws", new_draws())
 
     def encode_patches(self, patches: Tensor) -> Tensor:
         """Backbone features of patches (B, G, G, C, p, p) -> feature grid (B, D, G, G)."""
@@ -214,9 +215,7 @@ class CPCv2(Method):
         x = patches.flatten(0, 2)
         s, gray = self.params.patch_jitter_strength, self.params.patch_grayscale_p
         if s > 0 or gray > 0:
-            seed, count = self.draws.tolist()
-            self.draws[1] += 1
-            gen = torch.Generator(device=x.device).manual_seed((seed + 7919 * count) % 2**63)
+            gen = next_generator(self.draws, x.device)
             x = denormalize(x)
             if s > 0:
                 x = color_jitter(x, s, s, s, s / 4, 0.8, generator=gen)

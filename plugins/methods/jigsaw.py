@@ -65,6 +65,7 @@ from torch.nn import functional as F
 from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
 from harness.augment import color_jitter, permute_tiles, tile_grid
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
+from harness.draws import new_draws, next_generator
 from harness.heads import mlp_head
 
 Selection = Literal["max_min", "max_sum"]
@@ -185,7 +186,7 @@ class Jigsaw(Method):
                                          pool=params.candidate_pool, selection=params.selection)
         self.register_buffer("permutations", perms)
         # (seed, number of puzzles batches drawn): the seed comes from the global RNG at build time.
-        self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
+        self.register_buffer("draws", new_draws())
         self.head = mlp_head(n * backbone.feature_dim, params.hidden_dim, params.num_permutations)
 
     def puzzles(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -222,9 +223,7 @@ class Jigsaw(Method):
     def loss(self, batch: Batch) -> Tensor:
         """Cross-entropy of the permutation index of puzzles cut from the view (B, C, H, W)."""
         x = batch.views[0]
-        seed, count = self.draws.tolist()
-        self.draws[1] += 1
-        g = torch.Generator(device=x.device).manual_seed((seed + 7919 * count) % 2**63)
+        g = next_generator(self.draws, x.device)
         tiles, labels = self.puzzles(x, g)
         return F.cross_entropy(self.classify(tiles, x.shape[-2]), labels)
 

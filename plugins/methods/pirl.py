@@ -86,6 +86,7 @@ from harness.augment import (
 )
 from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
 from harness.distributed import rank
+from harness.draws import draw_seed, new_draws, next_generator
 from harness.heads import mlp_head
 from harness.momentum import ema_rows
 
@@ -202,7 +203,7 @@ class PIRL(Method):
         self.register_buffer("bank", F.normalize(torch.randn(num_samples, d), dim=1))
         self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
         # (seed, loss calls so far): the seed comes from the global RNG at build time.
-        self.register_buffer("draws", torch.tensor([int(torch.randint(2**62, ())), 0]))
+        self.register_buffer("draws", new_draws())
         self._pending: tuple[Tensor, Tensor] | None = None
 
     def jigsaw(self, images: Tensor, generator: torch.Generator) -> Tensor:
@@ -230,7 +231,7 @@ class PIRL(Method):
 
     def negatives(self, count: int, device: torch.device) -> Tensor:
         """Indices (min(N, set size),) of distinct random bank rows for the draw number ``count``."""
-        g = torch.Generator().manual_seed((int(self.draws[0]) + 7919 * count) % 2**63)
+        g = torch.Generator().manual_seed(draw_seed(self.draws, count))
         return torch.randperm(len(self.bank), generator=g)[: self.params.num_negatives].to(device)
 
     def loss(self, batch: Batch) -> Tensor:
@@ -239,9 +240,8 @@ class PIRL(Method):
             raise BenchError("pirl needs batch.indices: its memory bank keys on sample positions")
         p, (x, x_t) = self.params, batch.views
         idx = batch.indices.to(self.bank.device)
-        seed, count = self.draws.tolist()
-        self.draws[1] += 1
-        g = torch.Generator(device=x_t.device).manual_seed((seed + 7919 * count + 104729 * rank()) % 2**63)
+        count = int(self.draws[1])
+        g = next_generator(self.draws, x_t.device, salt=104729 * rank())
         f = self.f(self.backbone(x))  # (B, D)
         z_t = self.embed_tiles(self.jigsaw(x_t, g))  # (B, D)
         if p.negatives == "batch":
