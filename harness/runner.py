@@ -171,8 +171,9 @@ def ensure_snapshot(run: Run, job: PretrainJob) -> PretrainStats:
     in the snapshot's folder (resumable) up to the last missing snapshot, saving each on the way."""
     assert job.snapshot_of is not None
     todo = missing_snapshots(run, job.snapshot_of)
-    log(f"replaying {job.label} seed {job.seed} to step {max(s.snapshot_step for s in todo)} for its snapshots")
-    _train(run, job.snapshot_of, run.artifacts(job), todo, stop_at=max(s.snapshot_step for s in todo))
+    last = max(s.snapshot_step for s in todo)
+    log(f"replaying {job.label} seed {job.seed} to step {last} for its snapshots")
+    _train(run, job.snapshot_of, run.artifacts(job), todo, stop_at=last)
     return PretrainStats(**json.loads((run.artifacts(job) / "pretrain.json").read_text()))
 
 
