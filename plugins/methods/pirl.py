@@ -200,8 +200,9 @@ class PIRL(Method):
         self.f = nn.Linear(c, d) if params.head == "linear" else mlp_head(c, c, d, batch_norm=False)
         self.tile_proj = nn.Linear(c, d) if params.head == "linear" else mlp_head(c, c, d, batch_norm=False)
         self.g = nn.Linear(n * d, d)
-        self.register_buffer("bank", F.normalize(torch.randn(num_samples, d), dim=1))
-        self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
+        rows = num_samples if params.negatives == "bank" else 0  # batch negatives: no bank to hold
+        self.register_buffer("bank", F.normalize(torch.randn(rows, d), dim=1))
+        self.register_buffer("seen", torch.zeros(rows, dtype=torch.bool))
         # (seed, loss calls so far): the seed comes from the global RNG at build time.
         self.register_buffer("draws", new_draws())
         self._pending: tuple[Tensor, Tensor] | None = None
@@ -236,10 +237,7 @@ class PIRL(Method):
 
     def loss(self, batch: Batch) -> Tensor:
         """Eq. 5 of [0] on views (v_I, source of v_I^t), each (B, C, H, W), keyed by ``batch.indices``."""
-        if batch.indices is None:
-            raise BenchError("pirl needs batch.indices: its memory bank keys on sample positions")
         p, (x, x_t) = self.params, batch.views
-        idx = batch.indices.to(self.bank.device)
         count = int(self.draws[1])
         g = next_generator(self.draws, x_t.device, salt=104729 * rank())
         f = self.f(self.backbone(x))  # (B, D)
@@ -249,6 +247,9 @@ class PIRL(Method):
             others = ~torch.eye(len(f_all), dtype=torch.bool, device=f_all.device)  # image i's negatives: the rest
             return (p.loss_lambda * pirl_nce(z_all, f_all, f_all, p.temperature, p.objective, others)
                     + (1 - p.loss_lambda) * pirl_nce(f_all, z_all, z_all, p.temperature, p.objective, others))
+        if batch.indices is None:
+            raise BenchError("pirl needs batch.indices: its memory bank keys on sample positions")
+        idx = batch.indices.to(self.bank.device)
         f_n = F.normalize(f.detach().float(), dim=1)
         m = self.updated_rows(idx, f_n) if p.fresh_positive else torch.where(self.seen[idx, None], self.bank[idx], f_n)
         neg_idx = self.negatives(count, idx.device)

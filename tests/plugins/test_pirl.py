@@ -87,14 +87,13 @@ def test_batch_negatives_are_the_symmetric_infonce_between_branches(monkeypatch,
     real_f, real_tiles = m.f.forward, m.embed_tiles
     monkeypatch.setattr(m.f, "forward", lambda x: embedded.setdefault("f", real_f(x)))
     monkeypatch.setattr(m, "embed_tiles", lambda tiles: embedded.setdefault("z_t", real_tiles(tiles)))
-    bank = m.bank.clone()
     loss = m.loss(batch())
     expected = naive_batch_loss(embedded["z_t"].detach().double(), embedded["f"].detach().double(), 0.3, lam)
     assert loss.item() == pytest.approx(expected, rel=1e-4)
     loss.backward()
     m.on_step_end(1, 10)
     assert m.f[0].weight.grad.abs().sum() > 0 and m.g.weight.grad.abs().sum() > 0  # both branches learn
-    assert torch.equal(m.bank, bank) and not m.seen.any()  # no bank in this form
+    assert m.bank.numel() == 0 and m.seen.numel() == 0  # no bank in this form, none allocated
 
 
 def test_lambda_limits_give_the_single_terms(monkeypatch):
