@@ -167,7 +167,7 @@ def test_view_resolution_keeps_the_view_as_d_x_and_upsamples_the_quadrants() -> 
 
 def test_params() -> None:
     p = Counting.Params()
-    assert p.views == ("crop_flip",) and p.margin == 10.0 and set(p.filters) == set(FILTERS)
+    assert p.views == ("crop_flip",) and p.margin == 1000.0 and set(p.filters) == set(FILTERS)
     for bad in ({"margin": 0}, {"contrast_weight": -1}, {"count_dim": 0}, {"filters": ("lanczos",)}):
         with pytest.raises(ValidationError):
             Counting.Params(**bad)
@@ -186,6 +186,21 @@ def test_normalised_counts_cannot_all_vanish() -> None:
     with torch.no_grad():
         plain.head[0][-1].bias.fill_(-100.0)
         assert (plain.counts(torch.randn(10, 3, 8, 8)) == 0).all()
+
+
+def test_default_margin_makes_the_hinge_act_on_normalised_counts_at_init() -> None:
+    """Normalised counts of different images start far apart (squared distance ~ count_dim): [0]'s
+    M = 10 would leave the hinge inactive on every pair, the default margin keeps it acting on most."""
+    torch.manual_seed(0)
+    method = Counting(Counting.Params(filters=("area",)), Recorder(dim=32), num_classes=10)
+    x = torch.randn(64, 3, 8, 8)
+    with torch.no_grad():
+        tiles, down = method.inputs(x, torch.Generator().manual_seed(0))
+        phi = method.counts(torch.cat([down, tiles.flatten(0, 1)]))
+    total = phi[64:].reshape(64, 4, -1).sum(dim=1)
+    negative = (phi[:64].roll(1, dims=0) - total).pow(2).sum(dim=1)  # |phi(D y) - sum_j phi(T_j x)|^2
+    assert (negative > 10.0).all()
+    assert (negative < method.params.margin).float().mean() > 0.9
 
 
 def test_colour_jitter_is_per_input_and_off_by_default() -> None:
