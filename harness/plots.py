@@ -16,6 +16,14 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def spans_decades(values: Sequence[float], decades: float = 2.0) -> bool:
+    """Whether positive ``values`` span at least ``decades`` orders of magnitude (a log axis reads better).
+
+    Pretraining losses differ that much between methods (counting's hinge ~400, InfoNCE ~5, BYOL ~0.5).
+    """
+    return bool(values) and min(values) > 0 and max(values) >= 10**decades * min(values)
+
+
 def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: Path, *, title: str, xlabel: str,
               ylabel: str, logx: bool = False) -> Path:
     """Draw one line per label through its (x, y) points, sorted by x; write a PNG to ``path``."""
@@ -26,17 +34,20 @@ def line_plot(series: Mapping[str, Sequence[tuple[float, float]]], path: Path, *
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     try:
-        for label, points in series.items():
+        for i, (label, points) in enumerate(series.items()):
             xs, ys = zip(*sorted(points))
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label)
+            style = ("-", "--", ":")[i // 10 % 3]  # the colour cycle has 10 colours: the 11th line is dashed
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, linestyle=style, label=label)
         if logx:
             ax.set_xscale("log")
+        if spans_decades([y for points in series.values() for _, y in points]):
+            ax.set_yscale("log")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
-        fig.tight_layout()
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside, not over
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, metadata={"Software": None})  # no version stamp: same data, same bytes
+        # no version stamp: same data, same bytes; "tight" grows the canvas to hold the legend
+        fig.savefig(path, metadata={"Software": None}, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -115,3 +115,11 @@ def test_bad_notes_file_names_the_file_and_key(tmp_path):
     notes.write_text("[b]\nstudy = 3\n")
     with pytest.raises(SpecError, match="notes.toml: b"):
         publish([], title="T", notes=notes)
+
+
+def test_loss_axis_goes_log_only_when_lines_span_two_decades():
+    from harness.plots import spans_decades
+
+    assert spans_decades([0.5, 5.0, 400.0])  # BYOL, InfoNCE and counting losses on one figure
+    assert not spans_decades([0.9, 5.0, 60.0])
+    assert not spans_decades([-1.0, 400.0]) and not spans_decades([0.0, 5.0]) and not spans_decades([])
