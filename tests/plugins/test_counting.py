@@ -135,7 +135,7 @@ def test_filter_draws_are_seeded_and_advance() -> None:
     assert torch.equal(a.loss(batch), b.loss(batch))
     assert int(a.draws[1]) == 1
     a.loss(batch)
-    first, second = a.backbone.seen[0][8:], a.backbone.seen[1][8:]  # the upsampled tiles
+    first, second = a.backbone.seen[0][:8], a.backbone.seen[1][:8]  # the downsampled images D x
     assert not torch.equal(first, second)  # the next step draws other filters for the same images
 
 
@@ -152,7 +152,8 @@ def test_trains_on_every_backbone(backbone: str) -> None:
 
 
 def test_view_resolution_keeps_the_view_as_d_x_and_upsamples_the_quadrants() -> None:
-    method = Counting(Counting.Params(filters=("area",), hidden_dim=6, count_dim=3), Recorder(), num_classes=10)
+    p = Counting.Params(filters=("area",), hidden_dim=6, count_dim=3, resolution="view")
+    method = Counting(p, Recorder(), num_classes=10)
     x = torch.randn(2, 3, 8, 8)
     method.loss(Batch(views=[x], labels=torch.zeros(2, dtype=torch.long)))
     (seen,) = method.backbone.seen
@@ -167,7 +168,7 @@ def test_view_resolution_keeps_the_view_as_d_x_and_upsamples_the_quadrants() -> 
 
 def test_params() -> None:
     p = Counting.Params()
-    assert p.views == ("crop_flip",) and p.margin == 1000.0 and set(p.filters) == set(FILTERS)
+    assert p.views == ("crop_flip",) and p.margin == 1000.0 and p.resolution == "half" and set(p.filters) == set(FILTERS)
     for bad in ({"margin": 0}, {"contrast_weight": -1}, {"count_dim": 0}, {"filters": ("lanczos",)}):
         with pytest.raises(ValidationError):
             Counting.Params(**bad)
@@ -213,5 +214,5 @@ def test_colour_jitter_is_per_input_and_off_by_default() -> None:
     on.loss(Batch(views=[x], labels=torch.zeros(2, dtype=torch.long)))
     off.loss(Batch(views=[x], labels=torch.zeros(2, dtype=torch.long)))
     jittered, plain = on.backbone.seen[0], off.backbone.seen[0]
-    assert jittered.shape == plain.shape == (10, 3, 8, 8)
+    assert jittered.shape == plain.shape == (10, 3, 4, 4)  # D x and 4 tiles of each image, at half size
     assert all(not torch.allclose(jittered[i], plain[i], atol=1e-3) for i in range(10))  # D x and every tile
