@@ -22,7 +22,7 @@ Defaults and why:
       and D x the view downsampled to their size (16 px inputs for 32 px views). ``"view"`` takes the
       view as D of its 2x upsampling (D x = the view, tiles = its quadrants upsampled 2x), so the
       backbone trains at the resolution it is evaluated at; on the CPU benchmark below it did worse
-      (kNN 32.2 / linear 42.5 vs 33.8 / 44.1) and costs 3.5x more (210 vs 710 img/s).
+      (kNN 32.2 / linear 42.5 vs 33.8 / 44.1) at 3-5x the cost (210 vs 710-1050 img/s, one thread).
     - ``count_norm = True``: the counts are batch-normalised (no affine) before the final ReLU.
       With [0]'s plain ReLU output every CPU trial (SGD, lr 0.3 to 0.01, contrast weight 1 to 4,
       small or default init) fell into phi = 0 within 20 steps: the ReLUs die and the hinge has no
@@ -34,8 +34,8 @@ Defaults and why:
       convnet_small on CIFAR-10), so with M = 10 the hinge never acts and only the equivariance
       term trains, which a few bits of content satisfy (kNN 24.65 / linear 30.9 on the CPU benchmark,
       below random init's 36.6 / 41.0). M must exceed the typical distance for the contrast to act:
-      M = 100: 25.15 / 31.5, M = 1000: 28.3 / 39.2, M = 10000: 30.15 / 36.95 (all ``"view"``, lr 0.3). Scale M with
-      ``count_dim``.
+      M = 100: 25.15 / 31.5, M = 1000: 28.3 / 39.2, M = 10000: 30.15 / 36.95 (all ``"view"``,
+      lr 0.3). Scale M with ``count_dim``.
     - Contrast weight 1 as [0]; 128 counts (1000 in [0]) after a Linear-BN-ReLU-Linear head with
       512 hidden units (fc6-fc8 in [0]); a narrower head keeps CPU steps cheap.
     - The resampling filter (D, or the tiles' upsampling) is drawn per image among area, bilinear
