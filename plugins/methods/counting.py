@@ -50,13 +50,13 @@ kNN 36.6, linear 41.0) these defaults with SGD lr 0.01 reach kNN 33.8 / linear 4
 33.0 / 43.75 (lr 0.003: 32.2 / 43.3; lr 0.03: 29.5 / 39.15; M = 3000: 31.3 / 40.95): the linear
 probe beats random init, kNN does not; on all 50k training images (4 epochs) the same: 37.2 / 45.7
 vs random init's 41.5 / 43.75. Centring or standardising the features before kNN does not close the
-gap (34.45 / 36.45 vs random init's 36.25 / 38.3), so it is not a shared feature direction. With [0]'s M = 10 (and ``"view"``, lr 0.3) the run ended at
-24.65 / 30.9, 12 epochs at 26.0 / 32.1, and lr 0.05 or 0.01 did not help. Tried and dropped, at
-``"view"``: colour jitter 0.4 (31.1 / 39.45 vs 32.2 / 42.5 without); D x blurred to the tiles'
-resolution, so that sharpness could not tell D x from a tile (M = 1000, lr 0.3: 29.75 / 36.8 vs
-28.3 / 39.2); a hinge against every other image of the batch instead of one (28.9 / 39.25). On
-32 px images the relation is largely met by low-level statistics (colour, texture) rather than
-objects; [0] trains at 114 px on ImageNet.
+gap (34.45 / 36.45 vs random init's 36.25 / 38.3), so it is not a shared feature direction. With
+[0]'s M = 10 (and ``"view"``, lr 0.3) the run ended at 24.65 / 30.9, 12 epochs at 26.0 / 32.1, and
+lr 0.05 or 0.01 did not help. Tried and dropped, at ``"view"``: colour jitter 0.4 (31.1 / 39.45 vs
+32.2 / 42.5 without); D x blurred to the tiles' resolution, so that sharpness could not tell D x
+from a tile (M = 1000, lr 0.3: 29.75 / 36.8 vs 28.3 / 39.2); a hinge against every other image of
+the batch instead of one (28.9 / 39.25). On 32 px images the relation is largely met by low-level
+statistics (colour, texture) rather than objects; [0] trains at 114 px on ImageNet.
 
 Deviations from [0]:
     - [0] crops 228 px and feeds 114 px images to AlexNet, and its counts are a plain ReLU output
