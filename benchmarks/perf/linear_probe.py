@@ -40,8 +40,7 @@ from harness.sweep import sweep_and_test
 def cifar10(registry: object, root: Path, split: str, n: int) -> ImageSet:
     cls = registry.get("datasets", "cifar10")  # type: ignore[attr-defined]
     full = cls(cls.Params()).load(split, DataContext(root=root, cache_dir=Path.home() / ".cache" / "ssl-bench"))
-    idx = balanced_subset(full.labels, n, seed=0)
-    return ImageSet(full.images[idx], full.labels[idx], full.classes, f"{split}{n}")
+    return full.subset(balanced_subset(full.labels, n, seed=0), key=f"{split}{n}")
 
 
 @torch.no_grad()
@@ -92,7 +91,8 @@ def main() -> None:
     if args.encoder:
         encoder.load_state_dict(torch.load(args.encoder, map_location="cpu", weights_only=True))
     encoder.eval().requires_grad_(False)
-    train, test = cifar10(registry, args.data_root, "train", args.train_size), cifar10(registry, args.data_root, "test", args.test_size)
+    train = cifar10(registry, args.data_root, "train", args.train_size)
+    test = cifar10(registry, args.data_root, "test", args.test_size)
     linear_cls = registry.get("evaluators", "linear")
     linear = linear_cls(linear_cls.Params())
     device = torch.device("cpu")
@@ -103,8 +103,9 @@ def main() -> None:
         features.register_source(train)
         features.register_source(test)
         outcome = sweep_and_test(
-            linear, lambda fit, target: EvalTask(encoder=encoder, fit=fit, target=target, num_classes=train.num_classes,
-                                                 features=features, device=device, seed=args.seed),
+            linear, lambda fit, target: EvalTask(encoder=encoder, fit=fit, target=target,
+                                                 num_classes=train.num_classes, features=features, device=device,
+                                                 seed=args.seed),
             train, test, linear_cls.search_space, metric="top1",
             val_fraction=BenchmarkSpec.model_fields["val_fraction"].default, seed=args.seed)
         cached_s = time.perf_counter() - t0
@@ -113,8 +114,9 @@ def main() -> None:
           f"(chosen {outcome.hparams}), {cached_s:.1f} s")
 
     t0 = time.perf_counter()
-    top1 = probe_through_network(encoder, train, test, lr=outcome.hparams["lr"], weight_decay=outcome.hparams["weight_decay"],
-                                 epochs=linear.params.epochs, batch_size=linear.params.batch_size, seed=args.seed)
+    top1 = probe_through_network(encoder, train, test, lr=outcome.hparams["lr"],
+                                 weight_decay=outcome.hparams["weight_decay"], epochs=linear.params.epochs,
+                                 batch_size=linear.params.batch_size, seed=args.seed)
     through_s = time.perf_counter() - t0
     print(f"B  through the frozen network, the chosen cell only: test top-1 {top1:.2f}, {through_s:.1f} s "
           f"(a {cells}-cell sweep + refit this way: ~{through_s * (cells + 1):.0f} s)")

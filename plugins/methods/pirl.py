@@ -21,13 +21,13 @@ nothing at the 4-epoch CIFAR-10 check (convnet_small, SGD lr 0.06, kNN / linear 
 36.6 / 41.0): bank 36.9 / 43.0 (12 epochs: 34.5 / 42.6; without unwritten rows as negatives and with
 in-batch ones added: 33.0 / 41.9), batch 39.8 / 46.95 (at lr 0.3: 36.6 / 45.7). The figures on bank
 settings below were taken with the bank. Lambda 0.5, bank momentum 0.5, 128-d embeddings as [0];
-4096 bank negatives (32000 in [0]: CIFAR-scale sets have 10-50k images); views ("simclr", "crop_flip"): v_I with [0]'s image
-augmentation, the jigsaw cut from a separately cropped and flipped copy, colour jitter per tile (as
-[0]'s public code does). Temperature 0.2 and an MLP head (not [0]'s 0.07 and linear heads): in the
-4-epoch CIFAR-10 check (convnet_small, SGD lr 0.06) linear heads at 0.07 ended below random init on
-kNN (31.2-33.6 vs 36.6), 0.2 with linear heads 33.8, 0.2 with MLP heads 36.9 (linear probe 43.0
-vs 41.0). Use SGD lr ~0.06 rather than 0.3 (0.3: kNN 27.1). Memory-bank methods need more epochs
-than a 4-epoch budget: each row is refreshed once per epoch.
+4096 bank negatives (32000 in [0]: CIFAR-scale sets have 10-50k images); views ("simclr",
+"crop_flip"): v_I with [0]'s image augmentation, the jigsaw cut from a separately cropped and
+flipped copy, colour jitter per tile (as [0]'s public code does). Temperature 0.2 and an MLP head
+(not [0]'s 0.07 and linear heads): in the 4-epoch CIFAR-10 check (convnet_small, SGD lr 0.06) linear
+heads at 0.07 ended below random init on kNN (31.2-33.6 vs 36.6), 0.2 with linear heads 33.8, 0.2
+with MLP heads 36.9 (linear probe 43.0 vs 41.0). Use SGD lr ~0.06 rather than 0.3 (0.3: kNN 27.1).
+Memory-bank methods need more epochs than a 4-epoch budget: each row is refreshed once per epoch.
 
 Deviations from [0]:
     - ``negatives = "batch"`` (default): no memory bank; eq. 5 becomes the symmetric InfoNCE between
