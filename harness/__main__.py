@@ -1,7 +1,7 @@
-"""``python -m harness`` is ``bench``."""
+"""``python -m ssl_bench.harness`` is ``bench``."""
 
 import sys
 
-from harness.cli import main
+from ssl_bench.harness.cli import main
 
 sys.exit(main())

@@ -23,27 +23,27 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from harness.components import COMPONENT_KINDS, DataContext
-from harness.distributed import is_main
-from harness.errors import BenchError, UsageError
-from harness.leaderboard import publish
-from harness.plan import Plan, make_plan
-from harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
-from harness.results import read_rows, result_path
-from harness.shard import parse_shard, shard_plan
-from harness.specs import BenchmarkSpec, load_benchmark
+from ssl_bench.harness.components import COMPONENT_KINDS, DataContext
+from ssl_bench.harness.errors import BenchError, UsageError
+from ssl_bench.harness.pipeline.plan import Plan, make_plan
+from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
+from ssl_bench.harness.pipeline.specs import BenchmarkSpec, load_benchmark
+from ssl_bench.harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
+from ssl_bench.harness.record.leaderboard import publish
+from ssl_bench.harness.record.results import read_rows, result_path
+from ssl_bench.harness.scale.distributed import is_main
 
 if TYPE_CHECKING:
     import torch
 
-    from harness.runner import Run
+    from ssl_bench.harness.pipeline.runner import Run
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Benchmark self-supervised learning methods.")
     p.add_argument("--no-plugins", action="store_true", help="load no third-party plugins (entry points)")
     p.add_argument("-p", dest="blocked", action="append", default=[], metavar="no:NAME",
-                   help="block a plugin by name, e.g. -p no:plugins.methods.simclr")
+                   help="block a plugin by name, e.g. -p no:ssl_bench.plugins.methods.simclr")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="pretrain, evaluate, record results and regenerate the leaderboard")
@@ -148,9 +148,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
-    from harness.launch import join_process_group, leave_process_group, relaunch
-    from harness.runner import execute, log, write_leaderboard
-    from harness.train import resolve_device
+    from ssl_bench.harness.pipeline.runner import execute, log, write_leaderboard
+    from ssl_bench.harness.pipeline.train import resolve_device
+    from ssl_bench.harness.scale.launch import join_process_group, leave_process_group, relaunch
 
     out = args.out or Path("runs") / spec.name
     if args.nproc is not None and args.nproc < 1:
@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
 
 def _make_run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
               registry: Registry, out: Path, device: torch.device, **kw: Any) -> Run:
-    from harness.runner import Run
+    from ssl_bench.harness.pipeline.runner import Run
 
     data_root = args.data_root or Path(os.environ.get("BENCH_DATA_ROOT", "data"))
     cache = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ssl-bench"))
@@ -194,10 +194,10 @@ def _make_run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: plu
 
 
 def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
-    from harness.launch import launched_by_torchrun
-    from harness.storage import DEFAULT_JOURNAL, open_storage
-    from harness.train import resolve_device
-    from harness.worker import serve
+    from ssl_bench.harness.pipeline.train import resolve_device
+    from ssl_bench.harness.pipeline.worker import serve
+    from ssl_bench.harness.scale.launch import launched_by_torchrun
+    from ssl_bench.harness.scale.storage import DEFAULT_JOURNAL, open_storage
 
     if launched_by_torchrun():
         raise UsageError("bench worker runs one process per worker; start several workers instead of torchrun")

@@ -5,7 +5,7 @@ A component is a class with a ``name`` and a nested pydantic ``Params`` model. T
 plugin's options never leak into the core's schema.
 
 Kinds:
-    Dataset:       loads a split as an :class:`~harness.data.ImageSet` of uint8 tensors.
+    Dataset:       loads a split as an :class:`~ssl_bench.harness.data.ImageSet` of uint8 tensors.
     Augmentation:  a batched, per-sample random transform ``(images, *, generator) -> images``.
     Backbone:      an ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, feature_dim)`` features.
     Method:        an ``nn.Module`` owning a backbone plus heads, with ``loss(batch) -> Tensor``.
@@ -14,19 +14,18 @@ Kinds:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import inspect
-
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from harness.data import ImageSet
-from harness.errors import BenchError, UnknownComponentError
+from ssl_bench.harness.data import ImageSet
+from ssl_bench.harness.errors import BenchError, UnknownComponentError
 
 
 class Params(BaseModel):

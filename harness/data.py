@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness.atomic import atomic_torch_save, atomic_write, atomic_write_text
+from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write, atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

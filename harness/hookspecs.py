@@ -63,7 +63,7 @@ def bench_register_evaluators(register: Register) -> None:
 def bench_run_started(run: Any) -> None:
     """Called once before the first job of ``bench run``.
 
-    :param run: the :class:`harness.runner.Run` (its ``spec``, ``jobs`` and ``out_dir``).
+    :param run: the :class:`ssl_bench.harness.pipeline.runner.Run` (its ``spec``, ``jobs`` and ``out_dir``).
     """
 
 
@@ -71,7 +71,7 @@ def bench_run_started(run: Any) -> None:
 def bench_job_finished(job: Any, result: Any) -> None:
     """Called after each job finishes or fails, and for jobs found finished in the results folder.
 
-    :param job: the :class:`harness.plan.PretrainJob` or :class:`harness.plan.EvalJob`.
+    :param job: the :class:`ssl_bench.harness.pipeline.plan.PretrainJob` or :class:`ssl_bench.harness.pipeline.plan.EvalJob`.
     :param result: a dict with at least ``status`` ("ok", "cached" or "failed"); evaluation jobs add
         ``rows`` (the result rows), pretraining jobs add ``stats``.
     """
@@ -81,6 +81,6 @@ def bench_job_finished(job: Any, result: Any) -> None:
 def bench_run_finished(run: Any, failed: int) -> None:
     """Called once after the last job of ``bench run``.
 
-    :param run: the :class:`harness.runner.Run`.
+    :param run: the :class:`ssl_bench.harness.pipeline.runner.Run`.
     :param failed: how many jobs failed.
     """

@@ -3,7 +3,7 @@
 Built-in plugins are the modules in :data:`DEFAULT_PLUGINS`; third-party ones come from the
 ``bench.plugins`` entry-point group. Both are ordinary pluggy plugins. The registry asks every
 plugin's registration hooks once and keys components by ``name``; two plugins registering one name
-is a :class:`~harness.errors.DuplicateComponentError` naming both.
+is a :class:`~ssl_bench.harness.errors.DuplicateComponentError` naming both.
 
 Switches (environment):
     BENCH_DISABLE_PLUGIN_AUTOLOAD=1  load no entry points (``--no-plugins`` on the CLI).
@@ -23,52 +23,52 @@ from typing import Any
 
 import pluggy
 
-from harness import hookspecs
-from harness.components import COMPONENT_KINDS
-from harness.errors import DuplicateComponentError, PluginError, UnknownComponentError
+from ssl_bench.harness import hookspecs
+from ssl_bench.harness.components import COMPONENT_KINDS
+from ssl_bench.harness.errors import DuplicateComponentError, PluginError, UnknownComponentError
 
 ENTRY_POINT_GROUP = "bench.plugins"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "plugins.augmentations.simclr",
-    "plugins.augmentations.crop_flip",
-    "plugins.augmentations.jigsaw",
-    "plugins.augmentations.byol",
-    "plugins.augmentations.moco_v2",
-    "plugins.augmentations.rotation",
-    "plugins.augmentations.swav_multicrop",
-    "plugins.backbones.convnet",
-    "plugins.backbones.resnet",
-    "plugins.backbones.alexnet",
-    "plugins.backbones.timm_models",
-    "plugins.datasets.shapes",
-    "plugins.datasets.digits",
-    "plugins.datasets.parquet",
-    "plugins.datasets.cifar",
-    "plugins.datasets.imagefolder",
-    "plugins.datasets.torchvision_sets",
-    "plugins.datasets.folder_sets",
-    "plugins.methods.simclr",
-    "plugins.methods.rotnet",
-    "plugins.methods.jigsaw",
-    "plugins.methods.colorization",
-    "plugins.methods.moco",
-    "plugins.methods.byol",
-    "plugins.methods.supervised",
-    "plugins.methods.random_init",
-    "plugins.methods.pretrained",
-    "plugins.methods.swav",
-    "plugins.methods.counting",
-    "plugins.methods.context_encoder",
-    "plugins.methods.pirl",
-    "plugins.methods.cmc",
-    "plugins.methods.cpc_v2",
-    "plugins.evaluators.knn",
-    "plugins.evaluators.linear",
-    "plugins.evaluators.finetune",
-    "plugins.evaluators.adversarial",
-    "plugins.evaluators.robustness",
-    "plugins.evaluators.gallery",
+    "ssl_bench.plugins.augmentations.simclr",
+    "ssl_bench.plugins.augmentations.crop_flip",
+    "ssl_bench.plugins.augmentations.jigsaw",
+    "ssl_bench.plugins.augmentations.byol",
+    "ssl_bench.plugins.augmentations.moco_v2",
+    "ssl_bench.plugins.augmentations.rotation",
+    "ssl_bench.plugins.augmentations.swav_multicrop",
+    "ssl_bench.plugins.backbones.convnet",
+    "ssl_bench.plugins.backbones.resnet",
+    "ssl_bench.plugins.backbones.alexnet",
+    "ssl_bench.plugins.backbones.timm_models",
+    "ssl_bench.plugins.datasets.shapes",
+    "ssl_bench.plugins.datasets.digits",
+    "ssl_bench.plugins.datasets.parquet",
+    "ssl_bench.plugins.datasets.cifar",
+    "ssl_bench.plugins.datasets.imagefolder",
+    "ssl_bench.plugins.datasets.torchvision_sets",
+    "ssl_bench.plugins.datasets.folder_sets",
+    "ssl_bench.plugins.methods.simclr",
+    "ssl_bench.plugins.methods.rotnet",
+    "ssl_bench.plugins.methods.jigsaw",
+    "ssl_bench.plugins.methods.colorization",
+    "ssl_bench.plugins.methods.moco",
+    "ssl_bench.plugins.methods.byol",
+    "ssl_bench.plugins.methods.supervised",
+    "ssl_bench.plugins.methods.random_init",
+    "ssl_bench.plugins.methods.pretrained",
+    "ssl_bench.plugins.methods.swav",
+    "ssl_bench.plugins.methods.counting",
+    "ssl_bench.plugins.methods.context_encoder",
+    "ssl_bench.plugins.methods.pirl",
+    "ssl_bench.plugins.methods.cmc",
+    "ssl_bench.plugins.methods.cpc_v2",
+    "ssl_bench.plugins.evaluators.knn",
+    "ssl_bench.plugins.evaluators.linear",
+    "ssl_bench.plugins.evaluators.finetune",
+    "ssl_bench.plugins.evaluators.adversarial",
+    "ssl_bench.plugins.evaluators.robustness",
+    "ssl_bench.plugins.evaluators.gallery",
 )
 
 
@@ -151,7 +151,7 @@ class Registry:
             return entries[name].cls
         family, colon, member = name.partition(":")
         if colon and member and f"{family}:" in entries:
-            cls: type[Any] = getattr(entries[f"{family}:"].cls, "variant")(member)
+            cls: type[Any] = entries[f"{family}:"].cls.variant(member)
             return cls
         raise UnknownComponentError(kind.rstrip("s"), name, entries)
 
@@ -176,7 +176,7 @@ def collect(pm: pluggy.PluginManager) -> Registry:
             def register(cls: Any, *, _kind: str = kind, _base: type = base, _plugin: str = impl.plugin_name,
                          _dist: str = dist, _version: str = version) -> None:
                 _check_component(cls, _base, _kind, _plugin)
-                known = registry.entries[_kind].get(getattr(cls, "name"))
+                known = registry.entries[_kind].get(cls.name)
                 if known is not None:
                     raise DuplicateComponentError(
                         f"{_kind[:-1].capitalize()} '{cls.name}' is registered twice: by {known.plugin} "

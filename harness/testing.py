@@ -1,8 +1,9 @@
-"""Conformance checks for components, shipped to plugin authors as a pytest plugin.
+"""Conformance checks for components, shipped to plugin authors.
 
-Installed with ssl-bench (entry point ``pytest11``), so a third-party package's tests can write::
+The ``bench_registry`` fixture comes with ssl-bench (see :mod:`ssl_bench.harness.pytest_plugin`), so a
+third-party package's tests can write::
 
-    from harness.testing import check_method
+    from ssl_bench.harness.testing import check_method
     def test_my_method(bench_registry):
         check_method(bench_registry, "my_method")
 
@@ -14,20 +15,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import pytest
 import torch
 
-from harness.components import Batch, EvalTask, instantiate_method
-from harness.data import ImageSet, normalize, to_float
-from harness.plugins import Registry, collect, make_plugin_manager
+from ssl_bench.harness.components import Batch, EvalTask, instantiate_method
+from ssl_bench.harness.data import ImageSet, normalize, to_float
+from ssl_bench.harness.plugins import Registry
 
 TINY_BACKBONE = "convnet_small"
-
-
-@pytest.fixture(scope="session")
-def bench_registry() -> Registry:
-    """The registry of built-in and installed plugins."""
-    return collect(make_plugin_manager())
 
 
 def tiny_images(n: int = 8, size: int = 32, seed: int = 0, num_classes: int = 4) -> ImageSet:

@@ -47,7 +47,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def bench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harness", *args]
+    return [sys.executable, "-m", "ssl_bench.harness", *args]
 
 
 TINY = """

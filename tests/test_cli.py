@@ -62,7 +62,7 @@ def test_dry_run_validate_list_plugins_schema(tmp_path, write_toml, cli_env):
     methods = bench("list", "methods", env=cli_env).stdout
     assert "simclr" in methods and "random_init" in methods and "supervised" in methods
     report = json.loads(bench("plugins", env=cli_env).stdout)
-    simclr = next(p for p in report if p["name"] == "plugins.methods.simclr")
+    simclr = next(p for p in report if p["name"] == "ssl_bench.plugins.methods.simclr")
     assert simclr["provides"] == {"methods": ["simclr"]} and simclr["distribution"] == "ssl-bench"
     schema = json.loads(bench("schema", env=cli_env).stdout)
     assert "temperature" in schema["x-components"]["methods"]["simclr"]["properties"]

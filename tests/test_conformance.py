@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from harness.plugins import collect, make_plugin_manager
-from harness.testing import check_augmentation, check_backbone, check_evaluator, check_method
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.testing import check_augmentation, check_backbone, check_evaluator, check_method
 
 REGISTRY = collect(make_plugin_manager(load_entrypoints=False))
 FAMILY_EXAMPLES = {"timm:": "timm:test_resnet"}
@@ -37,7 +37,7 @@ def test_method(name):
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("backbone", [b for b in backbone_names() if b != "convnet_small"])
 def test_method_builds_on_every_backbone(name, backbone):
-    from harness.testing import build_method
+    from ssl_bench.harness.testing import build_method
 
     method = build_method(REGISTRY, name, backbone)
     assert method.backbone.feature_dim > 0

@@ -15,12 +15,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from harness.components import Batch
-from harness.launch import torchrun_command
-from harness.plugins import collect, make_plugin_manager
-from harness.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec, ScheduleSpec
-from harness.testing import build_method, tiny_images
-from harness.train import CHECKPOINT, distributed_loss, pretrain
+from ssl_bench.harness.components import Batch
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec, ScheduleSpec
+from ssl_bench.harness.pipeline.train import CHECKPOINT, distributed_loss, pretrain
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.scale.launch import torchrun_command
+from ssl_bench.harness.testing import build_method, tiny_images
 from tests.conftest import TINY, bench_cmd
 
 WORLD = 2
@@ -118,7 +118,7 @@ def test_two_process_pretraining_equals_one_process_pretraining(two_processes, t
 
 def test_torchrun_command_drops_nproc_and_keeps_the_rest():
     cmd = torchrun_command(["-p", "no:x", "run", "f.toml", "--nproc", "2", "--out", "o", "--nproc=3", "--sync-bn"], 2)
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness",
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "ssl_bench.harness",
                        "-p", "no:x", "run", "f.toml", "--out", "o", "--sync-bn"]
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from harness.errors import UsageError
-from harness.plan import make_plan
-from harness.shard import parse_shard, shard_plan
-from harness.specs import load_benchmark
+from ssl_bench.harness.errors import UsageError
+from ssl_bench.harness.pipeline.plan import make_plan
+from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
+from ssl_bench.harness.pipeline.specs import load_benchmark
 from tests.conftest import TINY, bench_cmd
 
 SEEDS = TINY.replace("seeds = [0]", "seeds = [0, 1]")

@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from harness.errors import SpecError
-from harness.plan import make_plan
-from harness.plugins import collect, make_plugin_manager
-from harness.shard import shard_plan
-from harness.specs import load_benchmark
+from ssl_bench.harness.errors import SpecError
+from ssl_bench.harness.pipeline.plan import make_plan
+from ssl_bench.harness.pipeline.shard import shard_plan
+from ssl_bench.harness.pipeline.specs import load_benchmark
+from ssl_bench.harness.plugins import collect, make_plugin_manager
 from tests.conftest import TINY
 from tests.test_cli import bench
 

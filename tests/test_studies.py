@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from harness.plan import make_plan
-from harness.plugins import collect, make_plugin_manager
-from harness.specs import load_benchmark
-from plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.harness.pipeline.plan import make_plan
+from ssl_bench.harness.pipeline.specs import load_benchmark
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from tests.conftest import ROOT
 from tests.test_cli import bench
 

@@ -39,13 +39,13 @@ def toy_env(tmp_path_factory):
 
 def test_installed_plugin_is_listed(toy_env, tmp_path):
     python, env = toy_env
-    out = subprocess.run([str(python), "-m", "harness", "list", "methods"], capture_output=True, text=True,
+    out = subprocess.run([str(python), "-m", "ssl_bench.harness", "list", "methods"], capture_output=True, text=True,
                          env=env, cwd=tmp_path, check=True).stdout
     assert "toy_siamese" in out and "[bench-toy 0.3.0]" in out
-    off = subprocess.run([str(python), "-m", "harness", "--no-plugins", "list", "methods"], capture_output=True,
+    off = subprocess.run([str(python), "-m", "ssl_bench.harness", "--no-plugins", "list", "methods"], capture_output=True,
                          text=True, env=env, cwd=tmp_path, check=True).stdout
     assert "toy_siamese" not in off
-    assert "toy_siamese" not in subprocess.run([sys.executable, "-m", "harness", "list", "methods"],
+    assert "toy_siamese" not in subprocess.run([sys.executable, "-m", "ssl_bench.harness", "list", "methods"],
                                                capture_output=True, text=True, env=env, check=True).stdout
 
 
@@ -54,7 +54,7 @@ def test_installed_plugin_runs_in_a_benchmark(toy_env, tmp_path):
     text = TINY.replace('name = "simclr"\nparams = { temperature = 0.5 }', 'name = "toy_siamese"\nlabel = "Toy"')
     path = tmp_path / "toy.toml"
     path.write_text(text)
-    proc = subprocess.run([str(python), "-m", "harness", "run", str(path), "--out", str(tmp_path / "out")],
+    proc = subprocess.run([str(python), "-m", "ssl_bench.harness", "run", str(path), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [r for f in (tmp_path / "out" / "results").glob("*.parquet") for r in pq.read_table(f).to_pylist()]

@@ -19,11 +19,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from harness.components import EvalTask
-from harness.storage import describe, open_storage, with_driver
-from harness.sweep import sweep_and_test
-from harness.testing import tiny_images
-from harness.worker import JobQueue
+from ssl_bench.harness.components import EvalTask
+from ssl_bench.harness.pipeline.sweep import sweep_and_test
+from ssl_bench.harness.pipeline.worker import JobQueue
+from ssl_bench.harness.scale.storage import describe, open_storage, with_driver
+from ssl_bench.harness.testing import tiny_images
 from tests.conftest import TINY, bench_cmd
 
 TWO_SEEDS = TINY.replace("seeds = [0]", "seeds = [0, 1]")

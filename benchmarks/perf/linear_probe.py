@@ -29,12 +29,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness.components import DataContext, EvalTask
-from harness.data import ImageSet, balanced_subset, normalize, to_float
-from harness.features import FeatureCache
-from harness.plugins import load_registry
-from harness.specs import BenchmarkSpec
-from harness.sweep import sweep_and_test
+from ssl_bench.harness.components import DataContext, EvalTask
+from ssl_bench.harness.data import ImageSet, balanced_subset, normalize, to_float
+from ssl_bench.harness.pipeline.features import FeatureCache
+from ssl_bench.harness.pipeline.specs import BenchmarkSpec
+from ssl_bench.harness.pipeline.sweep import sweep_and_test
+from ssl_bench.harness.plugins import load_registry
 
 
 def cifar10(registry: object, root: Path, split: str, n: int) -> ImageSet:

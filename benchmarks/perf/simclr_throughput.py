@@ -23,9 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from harness.components import Batch, DataContext
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet, balanced_subset, normalize, to_float
-from harness.plugins import load_registry
+from ssl_bench.harness.components import Batch, DataContext
+from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet, balanced_subset, normalize, to_float
+from ssl_bench.harness.plugins import load_registry
 
 
 def load_images(registry: object, data_root: Path, n: int) -> ImageSet:

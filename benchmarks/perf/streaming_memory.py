@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from harness.components import DataContext
-from harness.data import balanced_subset
-from harness.plugins import load_registry
+from ssl_bench.harness.components import DataContext
+from ssl_bench.harness.data import balanced_subset
+from ssl_bench.harness.plugins import load_registry
 
 
 def write_folder(data_root: Path, folder: Path, n: int) -> None:
@@ -49,7 +49,7 @@ def measure(folder: Path, image_size: int, stream: bool) -> dict[str, float]:
     half = train.subset(balanced_subset(train.labels, len(train) // 2, seed=0), key="half")
     backbone_cls = registry.get("backbones", "convnet_small")
     encoder = backbone_cls(backbone_cls.Params()).eval()
-    from harness.features import extract
+    from ssl_bench.harness.pipeline.features import extract
 
     features = extract(encoder, half, torch.device("cpu"))
     seconds = time.perf_counter() - t0

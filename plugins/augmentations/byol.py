@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from harness import Augmentation, hookimpl
-from plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
+from ssl_bench.harness import Augmentation, hookimpl
+from ssl_bench.plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
 
 
 class BYOLAugmentation(Augmentation):

@@ -10,14 +10,14 @@ from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness import Augmentation, Params, hookimpl
-from harness.augment import random_resized_crop
+from ssl_bench.harness import Augmentation, Params, hookimpl
+from ssl_bench.harness.kit.augment import random_resized_crop
 
 
 class CropFlip(Augmentation):
     """The standard supervised recipe: random resized crop (scale 0.35..1 by default) and flip.
 
-    Crop and flip are one bilinear resampling (see :func:`harness.augment.crop_resize`), without
+    Crop and flip are one bilinear resampling (see :func:`ssl_bench.harness.kit.augment.crop_resize`), without
     antialiasing. Used by the supervised baseline.
     """
 

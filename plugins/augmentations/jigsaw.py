@@ -13,9 +13,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness import Augmentation, Params, hookimpl
-from harness.augment import jigsaw_2x2
-from plugins.augmentations.simclr import SimCLRAugmentation
+from ssl_bench.harness import Augmentation, Params, hookimpl
+from ssl_bench.harness.kit.augment import jigsaw_2x2
+from ssl_bench.plugins.augmentations.simclr import SimCLRAugmentation
 
 
 class Jigsaw2x2(Augmentation):
@@ -45,7 +45,7 @@ class Jigsaw2x2(Augmentation):
 class SimCLRJigsaw2x2(Augmentation):
     """The ``simclr`` pipeline, then the ``jigsaw_2x2`` shuffle of its output (seed study 000, "v2.2").
 
-    Composes a :class:`~plugins.augmentations.simclr.SimCLRAugmentation` built from ``simclr``;
+    Composes a :class:`~ssl_bench.plugins.augmentations.simclr.SimCLRAugmentation` built from ``simclr``;
     the random stream is the simclr pipeline's draws followed by the shuffle's.
     """
 

@@ -9,8 +9,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness import Augmentation, hookimpl
-from plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
+from ssl_bench.harness import Augmentation, hookimpl
+from ssl_bench.plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
 
 
 class MoCoV2Augmentation(Augmentation):

@@ -9,8 +9,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from harness import Params
-from harness.augment import (
+from ssl_bench.harness import Params
+from ssl_bench.harness.kit.augment import (
     blur_kernel_size,
     color_jitter,
     random_gaussian_blur,

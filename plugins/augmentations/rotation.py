@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from harness import Augmentation, Params, hookimpl
-from harness.augment import random_rotation
+from ssl_bench.harness import Augmentation, Params, hookimpl
+from ssl_bench.harness.kit.augment import random_rotation
 
 
 class RotationAugmentation(Augmentation):
@@ -18,8 +18,8 @@ class RotationAugmentation(Augmentation):
       2018, arXiv:1803.07728
 
     A pipeline returns images only, so the rotation labels are dropped here. A method that
-    predicts rotations calls :func:`harness.augment.random_rotation` (image and label) or
-    :func:`harness.augment.all_rotations` (all four per image, as RotNet trains) itself.
+    predicts rotations calls :func:`ssl_bench.harness.kit.augment.random_rotation` (image and label) or
+    :func:`ssl_bench.harness.kit.augment.all_rotations` (all four per image, as RotNet trains) itself.
     Needs square images.
     """
 

@@ -9,8 +9,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness import Augmentation, Params, hookimpl
-from harness.augment import color_jitter, random_grayscale, random_resized_crop
+from ssl_bench.harness import Augmentation, Params, hookimpl
+from ssl_bench.harness.kit.augment import color_jitter, random_grayscale, random_resized_crop
 
 
 class SimCLRAugmentation(Augmentation):

@@ -7,7 +7,7 @@
 
 A harness view is one pipeline call producing one (B, C, H, W) tensor, so multi-crop is a list of
 views: ``views = ["swav_multicrop", "swav_multicrop", "swav_multicrop_local", ...]``. Each call crops
-every sample independently (the per-view part of :func:`harness.augment.multi_crop`), then applies
+every sample independently (the per-view part of :func:`ssl_bench.harness.kit.augment.multi_crop`), then applies
 [0]'s colour ops: colour jitter with probability 0.8, grayscale with probability 0.2, optional blur.
 
 Defaults and why: global crops of scale (0.14, 1) at the input side and local crops of scale
@@ -32,8 +32,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from harness import Augmentation, hookimpl
-from plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
+from ssl_bench.harness import Augmentation, hookimpl
+from ssl_bench.plugins.augmentations.recipe import Unit, ViewRecipeParams, view_recipe
 
 LOCAL_SIDE_FRACTION = 96 / 224
 """Side of a local crop relative to a global one in [0] (96 px vs 224 px)."""

@@ -30,9 +30,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness import hookimpl
-from harness.components import Backbone
-from harness.components import Params as BaseParams
+from ssl_bench.harness import Backbone, hookimpl
+from ssl_bench.harness import Params as BaseParams
 
 NUM_STAGES = 5
 

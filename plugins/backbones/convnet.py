@@ -16,9 +16,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 from torch import Tensor, nn
 
-from harness import hookimpl
-from harness.components import Backbone
-from harness.components import Params as BaseParams
+from ssl_bench.harness import Backbone, hookimpl
+from ssl_bench.harness import Params as BaseParams
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

@@ -11,12 +11,12 @@ CIFAR-10 (Sec. 4.2) and as SSL papers do for 32x32 inputs; the residual stages a
 from __future__ import annotations
 
 from collections.abc import Callable
+
 from torch import Tensor, nn
 from torchvision import models
 
-from harness import hookimpl
-from harness.components import Backbone
-from harness.components import Params as BaseParams
+from ssl_bench.harness import Backbone, hookimpl
+from ssl_bench.harness import Params as BaseParams
 
 
 class ResNetParams(BaseParams):

@@ -8,7 +8,7 @@ pooled features (B, num_features). ``params.model_kwargs`` go to ``create_model`
 example ``{ img_size = 32 }`` or ``{ dynamic_img_size = true }`` for vision transformers, which are
 not size-agnostic otherwise; CNNs pool adaptively and take any size).
 
-Stages for :meth:`~harness.components.Backbone.freeze_stages` follow timm's ``feature_info``: stage k
+Stages for :meth:`~ssl_bench.harness.components.Backbone.freeze_stages` follow timm's ``feature_info``: stage k
 runs from the end of stage k - 1 to the k-th module timm reports features from (ResNet: the stem,
 then layer1..layer4; ConvNeXt: stem + stages.0, then stages.1..3; ViT: patch embedding + blocks.0, then
 one block each). Parameters held by the model itself rather than a submodule (a ViT's position
@@ -27,10 +27,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from harness import hookimpl
-from harness.components import Backbone
-from harness.components import Params as BaseParams
-from harness.errors import BenchError, UnknownComponentError
+from ssl_bench.harness import Backbone, BenchError, UnknownComponentError, hookimpl
+from ssl_bench.harness import Params as BaseParams
 
 FAMILY = "timm:"
 

@@ -2,10 +2,10 @@
 
 Resolution order for split ``s`` under the data root ``R``:
 
-1. ``R/cifar10/s.parquet`` (Hugging Face Parquet layout), decoded by :mod:`plugins.datasets.parquet`
+1. ``R/cifar10/s.parquet`` (Hugging Face Parquet layout), decoded by :mod:`ssl_bench.plugins.datasets.parquet`
    and cached as tensors;
 2. the torchvision layout ``R/cifar-10-batches-py`` (downloaded there when ``download`` is set);
-3. otherwise a :class:`~harness.errors.DataError` saying where the files are expected.
+3. otherwise a :class:`~ssl_bench.harness.errors.DataError` saying where the files are expected.
 
 ``image_size`` (default 32, the native size) resizes every image once; from Parquet the resized tensors
 are cached with the decoded ones.
@@ -22,12 +22,19 @@ import torch
 from pydantic import Field
 from torchvision import datasets as tv_datasets
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.components import Params as BaseParams
-from harness.data import ImageSet, file_fingerprint, resize_uint8
-from harness.errors import DataError
-from plugins.datasets.parquet import load_parquet_split
+from ssl_bench.harness import (
+    DataContext,
+    DataError,
+    Dataset,
+    ImageSet,
+    file_fingerprint,
+    hookimpl,
+    resize_uint8,
+)
+from ssl_bench.harness import (
+    Params as BaseParams,
+)
+from ssl_bench.plugins.datasets.parquet import load_parquet_split
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_CLASSES = tuple(

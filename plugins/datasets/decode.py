@@ -29,8 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from harness.data import cached, cached_mapped, file_fingerprint, resize_uint8
-from harness.errors import DataError
+from ssl_bench.harness import DataError, cached, cached_mapped, file_fingerprint, resize_uint8
 
 CACHE_VERSION = 1
 """Part of every cache key; bump when decoding changes."""
@@ -224,9 +223,9 @@ def load_files_cached(
         on_corrupt: "error" or "skip" (skipped files are reported on every load).
         cache_dir: folder of decoded-tensor caches.
         tag: readable prefix of the cache file and of messages, e.g. ``"eurosat-all-64px"``.
-        fingerprint: :func:`~harness.data.file_fingerprint` of ``files`` when the caller has it already.
+        fingerprint: :func:`~ssl_bench.harness.data.file_fingerprint` of ``files`` when the caller has it already.
         stream: decode chunk by chunk into the raw file ``<cache_dir>/<tag>-<digest>.u8`` (sidecar
-            ``.json``) and return it memory-mapped (:func:`~harness.data.cached_mapped`), never holding
+            ``.json``) and return it memory-mapped (:func:`~ssl_bench.harness.data.cached_mapped`), never holding
             every image in memory; needs ``image_size`` and ``cache_dir``.
 
     Returns:

@@ -15,11 +15,18 @@ import torch
 from pydantic import Field
 from sklearn.datasets import load_digits
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.components import Params as BaseParams
-from harness.data import ImageSet, resize_uint8, stratified_split
-from harness.errors import DataError
+from ssl_bench.harness import (
+    DataContext,
+    DataError,
+    Dataset,
+    ImageSet,
+    hookimpl,
+    resize_uint8,
+    stratified_split,
+)
+from ssl_bench.harness import (
+    Params as BaseParams,
+)
 
 
 class Digits(Dataset):

@@ -1,7 +1,7 @@
 """The named datasets that come as class folders: tf_flowers, uc_merced, brain_mri, imagenet.
 
-Each split is found (see :mod:`plugins.datasets.named`) as HF-style Parquet under ``<root>/<name>/``,
-else in the class-folder layout below (read by :func:`plugins.datasets.imagefolder.load_image_folder`,
+Each split is found (see :mod:`ssl_bench.plugins.datasets.named`) as HF-style Parquet under ``<root>/<name>/``,
+else in the class-folder layout below (read by :func:`ssl_bench.plugins.datasets.imagefolder.load_image_folder`,
 decoded once at ``image_size``, default 64, and cached), else one DataError says where it is expected.
 The first folder of a dataset's list that holds sub-folders wins. Layouts, under the data root ``R``:
 
@@ -28,16 +28,13 @@ from pathlib import Path
 
 from torchvision.datasets.utils import download_and_extract_archive
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.data import ImageSet
-from harness.errors import DataError
-from plugins.datasets.imagefolder import FolderOptions, load_image_folder
-from plugins.datasets.named import dataset_class, missing_data, params_with_size, parquet_under_root
+from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, hookimpl
+from ssl_bench.plugins.datasets.imagefolder import FolderOptions, load_image_folder
+from ssl_bench.plugins.datasets.named import dataset_class, missing_data, params_with_size, parquet_under_root
 
 
 class FolderSetParams(FolderOptions):
-    """Class-folder options (:class:`~plugins.datasets.imagefolder.FolderOptions`) plus ``download``."""
+    """Class-folder options (:class:`~ssl_bench.plugins.datasets.imagefolder.FolderOptions`) plus ``download``."""
 
     download: bool = False
     """Download and extract the source archive into the data root when no local copy is found."""

@@ -7,13 +7,13 @@ class folder holding it, at any depth below it):
   present). Classes are the union of the class folders of every split, sorted, so labels agree
   across splits. With ``train/`` but no ``test/``, the test split is carved from ``train/``.
 - single layout: ``F/<class>/*.jpg``. ``train`` and ``test`` are carved from it: a seeded split
-  holding ``test_fraction`` of every class out as ``test`` (:func:`harness.data.stratified_split`).
+  holding ``test_fraction`` of every class out as ``test`` (:func:`ssl_bench.harness.data.stratified_split`).
 
-Images are decoded by :mod:`plugins.datasets.decode` (resized, squashed, to ``image_size`` squares),
+Images are decoded by :mod:`ssl_bench.plugins.datasets.decode` (resized, squashed, to ``image_size`` squares),
 cached in the context's cache folder and never decoded twice; with ``stream = true`` the cache is a
 memory-mapped file and the ImageSet reads batches from it (splits larger than memory).
 :func:`load_image_folder` is also the loader of the folder-shaped named datasets
-(:mod:`plugins.datasets.folder_sets`).
+(:mod:`ssl_bench.plugins.datasets.folder_sets`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,19 @@ from typing import Annotated, ClassVar
 import torch
 from pydantic import Field
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.components import Params as BaseParams
-from harness.data import ImageSet, file_fingerprint, stratified_split
-from harness.errors import DataError
-from plugins.datasets.decode import OnCorrupt, load_files_cached
+from ssl_bench.harness import (
+    DataContext,
+    DataError,
+    Dataset,
+    ImageSet,
+    file_fingerprint,
+    hookimpl,
+    stratified_split,
+)
+from ssl_bench.harness import (
+    Params as BaseParams,
+)
+from ssl_bench.plugins.datasets.decode import OnCorrupt, load_files_cached
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 """File name endings taken as images by default (compared case-insensitively)."""

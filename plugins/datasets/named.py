@@ -3,11 +3,11 @@
 Resolution order of a named dataset ``name``'s split ``s`` under the data root ``R``:
 
 1. HF-style Parquet ``R/name/s.parquet`` (or shards ``R/name/s-00000-of-00004.parquet``), decoded by
-   :mod:`plugins.datasets.parquet` and cached. A ``validation`` file serves as ``val`` (or as ``test``
+   :mod:`ssl_bench.plugins.datasets.parquet` and cached. A ``validation`` file serves as ``val`` (or as ``test``
    for datasets without a val split, e.g. ImageNet). With ``train`` but no ``test`` file, both
    ``train`` and ``test`` are carved from it (seeded, stratified, ``test_fraction`` of every class).
 2. The dataset's own layout under ``R`` (torchvision's, or class folders), see each dataset.
-3. Otherwise one :class:`~harness.errors.DataError` (:func:`missing_data`) naming the paths looked at
+3. Otherwise one :class:`~ssl_bench.harness.errors.DataError` (:func:`missing_data`) naming the paths looked at
    and the fixes: ``--data-root`` / ``BENCH_DATA_ROOT``, or ``download = true`` where the source allows.
 """
 
@@ -21,12 +21,19 @@ from typing import Annotated, Protocol
 import pyarrow.parquet as pq
 from pydantic import Field, create_model
 
-from harness.components import DataContext, Dataset
-from harness.components import Params as BaseParams
-from harness.data import ImageSet, file_fingerprint, stratified_split
-from harness.errors import DataError
-from plugins.datasets.decode import OnCorrupt
-from plugins.datasets.parquet import class_names, find_shards, load_shards
+from ssl_bench.harness import (
+    DataContext,
+    DataError,
+    Dataset,
+    ImageSet,
+    file_fingerprint,
+    stratified_split,
+)
+from ssl_bench.harness import (
+    Params as BaseParams,
+)
+from ssl_bench.plugins.datasets.decode import OnCorrupt
+from ssl_bench.plugins.datasets.parquet import class_names, find_shards, load_shards
 
 IMAGE_COLUMNS = ("image", "img")
 """Image columns looked for in a Parquet copy, first present wins."""

@@ -23,12 +23,19 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.components import Params as BaseParams
-from harness.data import ImageSet, cached, file_fingerprint
-from harness.errors import DataError
-from plugins.datasets.decode import OnCorrupt, decode_images, report_skipped
+from ssl_bench.harness import (
+    DataContext,
+    DataError,
+    Dataset,
+    ImageSet,
+    cached,
+    file_fingerprint,
+    hookimpl,
+)
+from ssl_bench.harness import (
+    Params as BaseParams,
+)
+from ssl_bench.plugins.datasets.decode import OnCorrupt, decode_images, report_skipped
 
 __all__ = ["ParquetImages", "class_names", "decode_images", "find_shards", "load_parquet_split", "load_shards"]
 

@@ -22,11 +22,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.components import Params as BaseParams
-from harness.data import ImageSet
-from harness.errors import DataError
+from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, hookimpl
+from ssl_bench.harness import Params as BaseParams
 
 VERSION = 2
 """Bump when the generator changes so that content keys (and feature caches) change with it."""

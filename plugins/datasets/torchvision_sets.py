@@ -1,12 +1,12 @@
 """The named datasets torchvision knows, one row of :data:`SPECS` each, one registered class per row.
 
 Names: stl10, svhn, flowers102, oxford_pets, caltech101, dtd, food101, fgvc_aircraft, stanford_cars,
-sun397, eurosat, imagenette. Each split is found (see :mod:`plugins.datasets.named`) as HF-style
+sun397, eurosat, imagenette. Each split is found (see :mod:`ssl_bench.plugins.datasets.named`) as HF-style
 Parquet under ``<root>/<name>/``, else in the torchvision layout under the data root (the ``layouts``
 column; downloaded there only with ``download = true``), else one DataError says where it is expected.
 
 torchvision only indexes the files (paths and labels, read from its private attributes); the images
-are decoded by :mod:`plugins.datasets.decode` at ``image_size``, once, then cached. STL-10 and SVHN come
+are decoded by :mod:`ssl_bench.plugins.datasets.decode` at ``image_size``, once, then cached. STL-10 and SVHN come
 as arrays and are resized (and cached) only when ``image_size`` differs from their native size.
 Default ``image_size``: the native side where images are small and square (svhn 32, stl10 96, eurosat 64),
 else 64, sized for CPU runs; a benchmark sets ``params.image_size`` for more (e.g. 224).
@@ -25,13 +25,26 @@ import numpy as np
 import torch
 from torchvision import datasets as tv_datasets
 
-from harness import hookimpl
-from harness.components import DataContext, Dataset
-from harness.data import ImageSet, cached, file_fingerprint, resize_uint8
-from harness.errors import DataError
-from plugins.datasets.decode import load_files_cached
-from plugins.datasets.named import (NamedParams, carve, content_key, dataset_class, missing_data, params_with_size,
-                                    parquet_under_root)
+from ssl_bench.harness import (
+    DataContext,
+    DataError,
+    Dataset,
+    ImageSet,
+    cached,
+    file_fingerprint,
+    hookimpl,
+    resize_uint8,
+)
+from ssl_bench.plugins.datasets.decode import load_files_cached
+from ssl_bench.plugins.datasets.named import (
+    NamedParams,
+    carve,
+    content_key,
+    dataset_class,
+    missing_data,
+    params_with_size,
+    parquet_under_root,
+)
 
 
 @dataclass(frozen=True)

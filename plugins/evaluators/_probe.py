@@ -2,7 +2,7 @@
 
 ``ProbeNet`` is ``head(standardise(encoder(normalize(x))))`` on float images ``x`` in [0, 1]: what the
 ``adversarial`` evaluator attacks end to end and the ``robustness`` evaluator feeds degraded images.
-The head is :func:`plugins.evaluators.linear.train_linear` (the ``linear`` evaluator's fitting, its
+The head is :func:`ssl_bench.plugins.evaluators.linear.train_linear` (the ``linear`` evaluator's fitting, its
 ``lr`` x ``weight_decay`` sweep) on features that :func:`encode` extracts with that same encoder in
 float32. They are not read from ``task.features``: the cache may be bfloat16 on CUDA (or, in a test,
 planted), and a perturbed image must go through the very function the head was fitted on.
@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from harness import EvalTask
-from harness.data import ImageSet, normalize, to_float
-from plugins.evaluators.linear import Linear, train_linear
+from ssl_bench.harness import EvalTask, ImageSet, normalize, to_float
+from ssl_bench.plugins.evaluators.linear import Linear, train_linear
 
 
 class LinearHead(nn.Module):

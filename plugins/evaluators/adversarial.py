@@ -11,11 +11,10 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import EvalTask, Evaluator, hookimpl
-from harness.data import ImageSet, balanced_subset, to_float
-from harness.metrics import classification_metrics, topk_accuracy
-from plugins.evaluators._probe import FeatureMemo, ProbeNet, check_hparams, encode, fit_head
-from plugins.evaluators.linear import Linear
+from ssl_bench.harness import EvalTask, Evaluator, ImageSet, balanced_subset, hookimpl, to_float
+from ssl_bench.harness.kit.metrics import classification_metrics, topk_accuracy
+from ssl_bench.plugins.evaluators._probe import FeatureMemo, ProbeNet, check_hparams, encode, fit_head
+from ssl_bench.plugins.evaluators.linear import Linear
 
 SEED_EPSILONS = (0.0, 0.031, 0.061, 0.092, 0.122, 0.153, 0.183, 0.214, 0.244, 0.275)
 """Seed 002's grid, 10 linearly spaced epsilons in [0, 0.275] (0.275 k / 9), rounded to 3 decimals."""

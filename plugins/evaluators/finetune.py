@@ -12,14 +12,22 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, EvalTask, Evaluator, hookimpl
-from harness import Params as BaseParams
-from harness.augment import random_resized_crop
-from harness.data import normalize, to_float
-from harness.labels import label_fraction_indices
-from harness.metrics import classification_metrics
-from harness.optim import lr_factor
-from harness.specs import ScheduleSpec
+from ssl_bench.harness import (
+    Backbone,
+    EvalTask,
+    Evaluator,
+    ScheduleSpec,
+    hookimpl,
+    lr_factor,
+    normalize,
+    to_float,
+)
+from ssl_bench.harness import (
+    Params as BaseParams,
+)
+from ssl_bench.harness.kit.augment import random_resized_crop
+from ssl_bench.harness.kit.labels import label_fraction_indices
+from ssl_bench.harness.kit.metrics import classification_metrics
 
 SCHEDULES: dict[str, ScheduleSpec] = {
     "exponential": ScheduleSpec(name="step", gamma=0.9, step_epochs=10),  # seed 000: x0.9 every 10 epochs
@@ -75,7 +83,7 @@ class FineTune(Evaluator):
 
     ``task.encoder`` is never touched: a deep copy is trained (train mode, all weights) together with
     ``dropout -> nn.Linear(feature_dim, C)``, on the ``label_fraction`` subset of ``task.fit`` chosen by
-    :func:`harness.labels.label_fraction_indices` (stratified, seeded by ``task.seed``, nested across
+    :func:`ssl_bench.harness.kit.labels.label_fraction_indices` (stratified, seeded by ``task.seed``, nested across
     fractions). ``freeze_backbone`` trains only the head, with the copy in eval mode (a linear probe
     through the network, with augmentation). Cross-entropy, SGD (momentum 0.9, weight decay on every
     trainable tensor), lr per step on the batch-mean loss, ``exponential`` (seed 000) or ``cosine``

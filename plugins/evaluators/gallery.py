@@ -16,13 +16,11 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.utils import make_grid
 
-from harness import EvalTask, Evaluator, hookimpl
-from harness.atomic import atomic_write
-from harness.data import balanced_subset, to_float
-from harness.metrics import classification_metrics, topk_accuracy
-from plugins.evaluators._probe import check_hparams, fit_head
-from plugins.evaluators.knn import knn_scores
-from plugins.evaluators.linear import Linear
+from ssl_bench.harness import EvalTask, Evaluator, atomic_write, balanced_subset, hookimpl, to_float
+from ssl_bench.harness.kit.metrics import classification_metrics, topk_accuracy
+from ssl_bench.plugins.evaluators._probe import check_hparams, fit_head
+from ssl_bench.plugins.evaluators.knn import knn_scores
+from ssl_bench.plugins.evaluators.linear import Linear
 
 RIGHT, WRONG = (40, 200, 70), (230, 50, 50)
 """Caption colours (RGB) of a right and a wrong prediction."""

@@ -11,9 +11,9 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import EvalTask, Evaluator, hookimpl
-from harness import Params as BaseParams
-from harness.metrics import classification_metrics
+from ssl_bench.harness import EvalTask, Evaluator, hookimpl
+from ssl_bench.harness import Params as BaseParams
+from ssl_bench.harness.kit.metrics import classification_metrics
 
 
 def train_linear(

@@ -13,12 +13,11 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from harness import EvalTask, Evaluator, hookimpl
-from harness.augment import gaussian_blur
-from harness.data import balanced_subset
-from harness.metrics import classification_metrics, topk_accuracy
-from plugins.evaluators._probe import FeatureMemo, check_hparams, encode, fit_head
-from plugins.evaluators.linear import Linear
+from ssl_bench.harness import EvalTask, Evaluator, balanced_subset, hookimpl
+from ssl_bench.harness.kit.augment import gaussian_blur
+from ssl_bench.harness.kit.metrics import classification_metrics, topk_accuracy
+from ssl_bench.plugins.evaluators._probe import FeatureMemo, check_hparams, encode, fit_head
+from ssl_bench.plugins.evaluators.linear import Linear
 
 Degradation = Literal["blur", "downsample", "jpeg", "noise"]
 

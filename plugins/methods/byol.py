@@ -38,9 +38,9 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
-from harness.heads import mlp_head
-from harness.momentum import cosine_tau, ema_update, frozen_copy
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.momentum import cosine_tau, ema_update, frozen_copy
 
 
 def regression_loss(p: Tensor, z: Tensor) -> Tensor:

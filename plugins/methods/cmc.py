@@ -2,7 +2,7 @@
 
 - [0] Tian, Krishnan, Isola. Contrastive Multiview Coding. ECCV 2020, arXiv:1906.05849.
 
-One crop of each image is converted to L*a*b* (:mod:`harness.augment.lab`) and split into its
+One crop of each image is converted to L*a*b* (:mod:`ssl_bench.harness.kit.augment.lab`) and split into its
 lightness L and its colour ab, the two views of [0] (Sec. 4.1, "L" and "ab"). Each view has its own
 encoder and projection head; the loss is [0]'s two-way contrastive loss, eq. 3-4: every L embedding
 picks its own image's ab embedding out of the candidates (L -> ab), and every ab embedding its L
@@ -20,7 +20,7 @@ initialised instance of the same class. Both take 3 channels:
       mapped back to sRGB (a grey image, three equal channels) and normalised like every
       evaluation input, so the backbone trains on the same input distribution it is probed on
       minus colour. ``"l"`` feeds L* scaled to [-1, 1] in all three channels instead.
-    - ab: (a*, b*, 0) / 110, scaled into about [-1, 1] (:data:`~harness.augment.lab.AB_SCALE`).
+    - ab: (a*, b*, 0) / 110, scaled into about [-1, 1] (:data:`~ssl_bench.harness.kit.augment.lab.AB_SCALE`).
 The views arrive normalised with ImageNet statistics; they are mapped back to RGB in [0, 1]
 (:func:`denormalize`) before the conversion.
 
@@ -54,16 +54,26 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
-from harness.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from harness.errors import BenchError
-from harness.heads import mlp_head
-from harness.momentum import ema_rows
+from ssl_bench.harness import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Batch,
+    BenchError,
+    Method,
+    MethodParams,
+    Register,
+    gather,
+    hookimpl,
+    normalize,
+)
+from ssl_bench.harness.kit.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab
+from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.momentum import ema_rows
 
 
 def denormalize(x: Tensor) -> Tensor:
-    """Inverse of :func:`harness.data.normalize`: standardised (B, 3, H, W) -> RGB in [0, 1]."""
+    """Inverse of :func:`ssl_bench.harness.data.normalize`: standardised (B, 3, H, W) -> RGB in [0, 1]."""
     mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x * std + mean).clamp(0, 1)

@@ -2,7 +2,7 @@
 
 - [0] Zhang, Isola, Efros. Colorful Image Colorization. ECCV 2016, arXiv:1603.08511.
 
-The view is converted to CIE L*a*b* (:mod:`harness.augment.lab`). The backbone sees only L and a
+The view is converted to CIE L*a*b* (:mod:`ssl_bench.harness.kit.augment.lab`). The backbone sees only L and a
 decoder predicts ab at a quarter of the input resolution (as [0]), scored against the ab of the view
 average-pooled to that resolution. Two targets:
 
@@ -13,7 +13,7 @@ average-pooled to that resolution. Two targets:
   (Eq. 2-4): ``w ∝ ((1 - lambda) p~ + lambda / Q)^-1`` normalised so that ``E_p~[w] = 1``, with
   ``p~`` the empirical bin distribution smoothed by a Gaussian (sigma 5) in ab space, lambda 0.5.
 - ``"regression"`` ([0]'s L2 baseline, Eq. 1): ``1/2 ||ab - ab_hat||^2`` per pixel on ab divided by
-  :data:`~harness.augment.lab.AB_SCALE` (so in about [-1, 1]), averaged over pixels.
+  :data:`~ssl_bench.harness.kit.augment.lab.AB_SCALE` (so in about [-1, 1]), averaged over pixels.
 
 Defaults follow [0] (grid 10, 5 neighbours, sigma 5, lambda 0.5); views ``("crop_flip",)``, the
 random crop and flip used by the other pretext tasks here; decoder 64 channels from a 4 x 4 seed.
@@ -54,11 +54,20 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
-from harness.augment import AB_SCALE, lab_to_rgb, rgb_to_lab
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from harness.distributed import gather
-from harness.errors import BenchError
+from ssl_bench.harness import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Batch,
+    BenchError,
+    Method,
+    MethodParams,
+    Register,
+    gather,
+    hookimpl,
+    normalize,
+)
+from ssl_bench.harness.kit.augment import AB_SCALE, lab_to_rgb, rgb_to_lab
 
 Target = Literal["classification", "regression"]
 
@@ -128,7 +137,7 @@ def colour_decoder(in_dim: int, out_channels: int, channels: int, seed_size: int
 
 
 def to_rgb(images: Tensor) -> Tensor:
-    """Undo :func:`harness.data.normalize`: (B, 3, H, W) -> sRGB in [0, 1]."""
+    """Undo :func:`ssl_bench.harness.data.normalize`: (B, 3, H, W) -> sRGB in [0, 1]."""
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images * std + mean).clamp(0, 1)

@@ -4,7 +4,7 @@
   CVPR 2016, arXiv:1604.07379.
 
 A region of each view is filled with the dataset mean (0 after normalisation) by
-:func:`harness.augment.mask_region`; the backbone encodes the masked image to its feature vector
+:func:`ssl_bench.harness.kit.augment.mask_region`; the backbone encodes the masked image to its feature vector
 (B, D); a decoder maps it back to an image (Linear to (C', 4, 4), transposed convs doubling the side
 up to ``decoder_px``, a 3x3 conv to 3 channels, resized to the view's side when that differs).
 The loss is the L2 error on the masked pixels only (Eq. 1 of [0], normalised by the number of
@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
-from harness.augment import mask_region
-from harness.draws import new_draws, next_generator
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness.kit.augment import mask_region
+from ssl_bench.harness.kit.draws import new_draws, next_generator
 
 BASE_PX = 4
 

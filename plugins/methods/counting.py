@@ -5,7 +5,7 @@
 - [1] Macar, Liu. Self-Supervised Learning for Computer Vision (seed study 003): the contrastive
   term's weight had to be tuned (too small: all-zero features; too large: poor features).
 
-A view x (B, C, S, S) gives four tiles T_1..T_4 x (quadrants, :func:`harness.augment.split_tiles`,
+A view x (B, C, S, S) gives four tiles T_1..T_4 x (quadrants, :func:`ssl_bench.harness.kit.augment.split_tiles`,
 no gaps) and a downsampled image D x of the tiles' size. The counting vector
 phi = ReLU(head(backbone(.))) of the whole image must equal the sum over its tiles (the equivariance
 relation of [0]); a second image y (the batch rolled by one) must stay at least a squared distance
@@ -76,11 +76,21 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
-from harness.augment import color_jitter, split_tiles
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from harness.draws import new_draws, next_generator
-from harness.heads import mlp_head
+from ssl_bench.harness import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Batch,
+    Method,
+    MethodParams,
+    Register,
+    gather,
+    hookimpl,
+    normalize,
+)
+from ssl_bench.harness.kit.augment import color_jitter, split_tiles
+from ssl_bench.harness.kit.draws import new_draws, next_generator
+from ssl_bench.harness.kit.heads import mlp_head
 
 Filter = Literal["area", "bilinear", "bicubic"]
 FILTERS: tuple[Filter, ...] = ("area", "bilinear", "bicubic")

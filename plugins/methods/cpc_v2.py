@@ -55,11 +55,21 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
-from harness.augment import color_jitter, random_grayscale
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from harness.distributed import rank
-from harness.draws import new_draws, next_generator
+from ssl_bench.harness import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Batch,
+    Method,
+    MethodParams,
+    Register,
+    gather,
+    hookimpl,
+    normalize,
+    rank,
+)
+from ssl_bench.harness.kit.augment import color_jitter, random_grayscale
+from ssl_bench.harness.kit.draws import new_draws, next_generator
 
 
 def patch_grid(images: Tensor, patch_px: int, stride_px: int) -> Tensor:
@@ -112,7 +122,7 @@ def cpc_infonce(predictions: Sequence[Tensor], targets: Tensor, offsets: Sequenc
 
 
 def denormalize(images: Tensor) -> Tensor:
-    """Inverse of :func:`harness.data.normalize`, clamped to [0, 1]. Shape: (N, 3, H, W) kept."""
+    """Inverse of :func:`ssl_bench.harness.data.normalize`, clamped to [0, 1]. Shape: (N, 3, H, W) kept."""
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images * std + mean).clamp_(0, 1)

@@ -4,7 +4,7 @@
   ECCV 2016, arXiv:1603.09246.
 
 Each view is cut into a 3 x 3 grid of cells with a smaller tile at a random place in each cell
-(:func:`harness.augment.tile_grid`: 8 px tiles in 10 px cells at 32 px, the 64/75 ratio of [0]), so
+(:func:`ssl_bench.harness.kit.augment.tile_grid`: 8 px tiles in 10 px cells at 32 px, the 64/75 ratio of [0]), so
 neighbouring tiles never share an edge. Each tile is colour-jittered on its own so that low-level
 statistics do not give the puzzle away (optionally also standardised on its own, Sec. 3.3 of [0]).
 The tiles are reordered by a permutation drawn uniformly from a fixed set; the backbone encodes each
@@ -62,11 +62,20 @@ from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
-from harness.augment import color_jitter, permute_tiles, tile_grid
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from harness.draws import new_draws, next_generator
-from harness.heads import mlp_head
+from ssl_bench.harness import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    Batch,
+    Method,
+    MethodParams,
+    Register,
+    hookimpl,
+    normalize,
+)
+from ssl_bench.harness.kit.augment import color_jitter, permute_tiles, tile_grid
+from ssl_bench.harness.kit.draws import new_draws, next_generator
+from ssl_bench.harness.kit.heads import mlp_head
 
 Selection = Literal["max_min", "max_sum"]
 
@@ -130,7 +139,7 @@ def shuffle_tiles(tiles: Tensor, permutations: Tensor, *, generator: torch.Gener
 
 
 def denormalize(images: Tensor) -> Tensor:
-    """Inverse of :func:`harness.data.normalize`, clamped to [0, 1]. Shape: (B, 3, H, W) kept."""
+    """Inverse of :func:`ssl_bench.harness.data.normalize`, clamped to [0, 1]. Shape: (B, 3, H, W) kept."""
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images * std + mean).clamp_(0, 1)

@@ -42,9 +42,9 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
-from harness.heads import mlp_head
-from harness.momentum import ema_update, frozen_copy
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.momentum import ema_update, frozen_copy
 
 
 def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:

@@ -6,7 +6,7 @@
   CVPR 2018, arXiv:1805.01978 (the memory bank and the NCE estimator [0] builds on).
 
 The image view v_I goes through the backbone and a linear head f (Sec. 3 of [0]). The transformed
-view v_I^t is a 3 x 3 jigsaw cut from the second view (:func:`harness.augment.tile_grid`: a tile at a
+view v_I^t is a 3 x 3 jigsaw cut from the second view (:func:`ssl_bench.harness.kit.augment.tile_grid`: a tile at a
 random place in each cell), each tile colour-jittered on its own, the tiles in a random order; every
 tile goes through the backbone and a shared linear projection, and the 9 projections, concatenated in
 the shuffled order, through a linear layer: g(v_I^t). A memory bank holds, for every image of the
@@ -67,7 +67,9 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import (
+from ssl_bench.harness import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Backbone,
     Batch,
     BenchError,
@@ -76,19 +78,19 @@ from harness import (
     Register,
     gather,
     hookimpl,
+    normalize,
+    rank,
 )
-from harness.augment import (
+from ssl_bench.harness.kit.augment import (
     color_jitter,
     permute_tiles,
     random_grayscale,
     random_permutations,
     tile_grid,
 )
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from harness.distributed import rank
-from harness.draws import draw_seed, new_draws, next_generator
-from harness.heads import mlp_head
-from harness.momentum import ema_rows
+from ssl_bench.harness.kit.draws import draw_seed, new_draws, next_generator
+from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.momentum import ema_rows
 
 Objective = Literal["infonce", "nce"]
 

@@ -43,10 +43,10 @@ import torch
 from pydantic import model_validator
 from torch import Tensor
 
-from harness import Backbone, Method, MethodParams, Register, hookimpl
-from harness.data import file_fingerprint
-from harness.errors import BenchError
-from harness.results import read_rows
+from ssl_bench.harness import Backbone, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness.data import file_fingerprint
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.record.results import read_rows
 
 KNOWN_PREFIXES = ("module.", "encoder.", "backbone.", "encoder_q.", "online_network.", "model.", "net.")
 """Prefixes stripped from both sides before matching keys (DDP, MoCo, BYOL, timm / harness wrappers)."""

@@ -6,7 +6,7 @@ does not beat it has learned nothing.
 
 from __future__ import annotations
 
-from harness import Method, Register, hookimpl
+from ssl_bench.harness import Method, Register, hookimpl
 
 
 class RandomInit(Method):

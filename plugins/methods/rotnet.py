@@ -28,9 +28,9 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
-from harness.augment import all_rotations
-from harness.heads import mlp_head
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness.kit.augment import all_rotations
+from ssl_bench.harness.kit.heads import mlp_head
 
 NUM_ROTATIONS = 4
 

@@ -22,8 +22,8 @@ from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
-from harness.heads import mlp_head
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from ssl_bench.harness.kit.heads import mlp_head
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
 
 
 class Supervised(Method):

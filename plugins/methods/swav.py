@@ -60,9 +60,18 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
-from harness.distributed import rank, world_size
-from harness.heads import mlp_head
+from ssl_bench.harness import (
+    Backbone,
+    Batch,
+    Method,
+    MethodParams,
+    Register,
+    gather,
+    hookimpl,
+    rank,
+    world_size,
+)
+from ssl_bench.harness.kit.heads import mlp_head
 
 
 def _global_sum(x: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from harness import augment as A
+from ssl_bench.harness.kit import augment as A
 
 
 def gen(seed: int) -> torch.Generator:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from harness import augment as A
+from ssl_bench.harness.kit import augment as A
 
 
 def pixels(*rgb: tuple[float, float, float]) -> Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from harness import augment as A
+from ssl_bench.harness.kit import augment as A
 
 
 def gen(seed: int) -> torch.Generator:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.data import ImageSet, balanced_subset, stratified_split
+from ssl_bench.harness.data import ImageSet, balanced_subset, stratified_split
 
 
 def test_stratified_split_keeps_class_shares_and_is_seeded():

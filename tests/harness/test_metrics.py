@@ -1,4 +1,4 @@
-"""harness.metrics against naive loops."""
+"""ssl_bench.harness.kit.metrics against naive loops."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from harness.metrics import average_ranks, classification_metrics, macro_auc, mean_class_accuracy, topk_accuracy
+from ssl_bench.harness.kit.metrics import (
+    average_ranks,
+    classification_metrics,
+    macro_auc,
+    mean_class_accuracy,
+    topk_accuracy,
+)
 
 
 def naive_topk(scores: Tensor, labels: Tensor, k: int) -> float:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.optim import LARS, build_optimizer, lr_factor
-from harness.specs import OptimizerSpec, ScheduleSpec
+from ssl_bench.harness.pipeline.optim import LARS, build_optimizer, lr_factor
+from ssl_bench.harness.pipeline.specs import OptimizerSpec, ScheduleSpec
 
 
 def test_step_schedule_is_x09_every_10_epochs():

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.plan import make_plan
-from harness.plugins import collect, make_plugin_manager
-from harness.specs import load_benchmark
+from ssl_bench.harness.pipeline.plan import make_plan
+from ssl_bench.harness.pipeline.specs import load_benchmark
+from ssl_bench.harness.plugins import collect, make_plugin_manager
 from tests.conftest import TINY
 
 

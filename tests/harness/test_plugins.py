@@ -7,24 +7,24 @@ from pathlib import Path
 import pluggy
 import pytest
 
-import harness
-from harness import hookimpl, hookspecs
-from harness.components import Method
-from harness.errors import DuplicateComponentError, PluginError, UnknownComponentError
-from harness.plugins import DEFAULT_PLUGINS, collect, make_plugin_manager, plugin_report
+import ssl_bench.harness as harness
+from ssl_bench.harness import hookimpl, hookspecs
+from ssl_bench.harness.components import Method
+from ssl_bench.harness.errors import DuplicateComponentError, PluginError, UnknownComponentError
+from ssl_bench.harness.plugins import DEFAULT_PLUGINS, collect, make_plugin_manager, plugin_report
 
 HARNESS = Path(harness.__file__).parent
 
 
 def test_harness_never_imports_plugins():
-    for path in HARNESS.glob("*.py"):
+    for path in HARNESS.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            assert not any(n == "plugins" or n.startswith("plugins.") for n in names), f"{path.name} imports {names}"
+            assert not any(n.startswith(("plugins", "ssl_bench.plugins")) for n in names), f"{path.name} imports {names}"
 
 
 def test_every_default_plugin_registers_something():
@@ -58,7 +58,7 @@ def test_duplicate_name_names_both_plugins():
     pm = make_plugin_manager(load_entrypoints=False)
     pm.register(DupPlugin(), name="test-dup")
     try:
-        with pytest.raises(DuplicateComponentError, match=r"plugins.methods.simclr .*test-dup"):
+        with pytest.raises(DuplicateComponentError, match=r"ssl_bench.plugins.methods.simclr .*test-dup"):
             collect(pm)
     finally:
         pm.unregister(name="test-dup")
@@ -84,7 +84,7 @@ def test_unknown_name_suggests_closest():
 
 
 def test_blocking_a_builtin(monkeypatch):
-    pm = make_plugin_manager(load_entrypoints=False, blocked=["plugins.methods.simclr"])
+    pm = make_plugin_manager(load_entrypoints=False, blocked=["ssl_bench.plugins.methods.simclr"])
     assert "simclr" not in collect(pm).names("methods")
 
 
@@ -123,11 +123,11 @@ def test_hook_bench_register_methods_and_friends():
 
 
 def test_hook_bench_run_started_job_finished_run_finished(tmp_path):
-    from harness.components import DataContext
-    from harness.plan import make_plan
-    from harness.runner import Run, execute
-    from harness.specs import load_benchmark
-    from harness.train import resolve_device
+    from ssl_bench.harness.components import DataContext
+    from ssl_bench.harness.pipeline.plan import make_plan
+    from ssl_bench.harness.pipeline.runner import Run, execute
+    from ssl_bench.harness.pipeline.specs import load_benchmark
+    from ssl_bench.harness.pipeline.train import resolve_device
     from tests.conftest import TINY
 
     pm = make_plugin_manager(load_entrypoints=False)

@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from harness.components import DataContext
-from harness.errors import SpecError
-from harness.plan import make_plan
-from harness.plugins import collect, make_plugin_manager
-from harness.results import read_rows
-from harness.runner import Run, execute, winner_of
-from harness.specs import load_benchmark
-from harness.train import resolve_device
+from ssl_bench.harness.components import DataContext
+from ssl_bench.harness.errors import SpecError
+from ssl_bench.harness.pipeline.plan import make_plan
+from ssl_bench.harness.pipeline.runner import Run, execute, winner_of
+from ssl_bench.harness.pipeline.specs import load_benchmark
+from ssl_bench.harness.pipeline.train import resolve_device
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.record.results import read_rows
 from tests.conftest import TINY
 
 SWEPT = TINY.replace("checkpoint_every_steps = 1", 'checkpoint_every_steps = 1\nsweep = { lr = [0.5, 0.05] }\nselect = "knn.top1"')

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from harness.leaderboard import mean_std, render
-from harness.results import read_rows, result_path, write_rows
+from ssl_bench.harness.record.leaderboard import mean_std, render
+from ssl_bench.harness.record.results import read_rows, result_path, write_rows
 
 
 def row(label, method, seed, metric, value, evaluator="knn", key=None):
@@ -63,7 +63,7 @@ def test_leaderboard_ignores_failed_rows():
 
 
 def test_ci95_uses_student_t():
-    from harness.leaderboard import ci95
+    from ssl_bench.harness.record.leaderboard import ci95
 
     assert ci95([70.0]) == ""
     # n = 2: mean 71, std 1.4142, t(1) = 12.706 -> half width 12.706
@@ -86,7 +86,7 @@ def test_curve_metrics_get_their_own_table_not_columns():
 
 def test_publish_writes_markdown_html_figures_and_notes(tmp_path):
     pytest.importorskip("matplotlib")
-    from harness.leaderboard import publish
+    from ssl_bench.harness.record.leaderboard import publish
 
     rows = []
     for size, value in [(1000, 50.0), (2000, 55.0), (4000, 58.0)]:
@@ -108,8 +108,8 @@ def test_publish_writes_markdown_html_figures_and_notes(tmp_path):
 
 
 def test_bad_notes_file_names_the_file_and_key(tmp_path):
-    from harness.errors import SpecError
-    from harness.leaderboard import publish
+    from ssl_bench.harness.errors import SpecError
+    from ssl_bench.harness.record.leaderboard import publish
 
     notes = tmp_path / "notes.toml"
     notes.write_text("[b]\nstudy = 3\n")
@@ -118,7 +118,7 @@ def test_bad_notes_file_names_the_file_and_key(tmp_path):
 
 
 def test_loss_axis_goes_log_only_when_lines_span_two_decades():
-    from harness.plots import spans_decades
+    from ssl_bench.harness.record.plots import spans_decades
 
     assert spans_decades([0.5, 5.0, 400.0])  # BYOL, InfoNCE and counting losses on one figure
     assert not spans_decades([0.9, 5.0, 60.0])

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import SpecError
-from harness.plugins import collect, make_plugin_manager
-from harness.specs import deep_merge, format_loc, load_benchmark, method_pretrain
+from ssl_bench.harness.errors import SpecError
+from ssl_bench.harness.pipeline.specs import deep_merge, format_loc, load_benchmark, method_pretrain
+from ssl_bench.harness.plugins import collect, make_plugin_manager
 from tests.conftest import QUICKSTART, TINY
 
 

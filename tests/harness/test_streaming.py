@@ -13,23 +13,23 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from harness import EvalTask
-from harness.components import DataContext
-from harness.data import ImageSet, balanced_subset, cached_mapped, stratified_split
-from harness.errors import DataError
-from harness.features import FeatureCache, extract
-from harness.labels import label_fraction_indices
-from harness.plan import ResolvedDataset
-from harness.runner import Run
-from harness.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
-from harness.testing import build_method, tiny_images
-from harness.train import pretrain
-from plugins.datasets import decode
-from plugins.datasets.imagefolder import ImageFolder
-from plugins.evaluators.adversarial import Adversarial
-from plugins.evaluators.finetune import FineTune
-from plugins.evaluators.gallery import Gallery
-from plugins.evaluators.robustness import Robustness
+from ssl_bench.harness import EvalTask
+from ssl_bench.harness.components import DataContext
+from ssl_bench.harness.data import ImageSet, balanced_subset, cached_mapped, stratified_split
+from ssl_bench.harness.errors import DataError
+from ssl_bench.harness.kit.labels import label_fraction_indices
+from ssl_bench.harness.pipeline.features import FeatureCache, extract
+from ssl_bench.harness.pipeline.plan import ResolvedDataset
+from ssl_bench.harness.pipeline.runner import Run
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
+from ssl_bench.harness.pipeline.train import pretrain
+from ssl_bench.harness.testing import build_method, tiny_images
+from ssl_bench.plugins.datasets import decode
+from ssl_bench.plugins.datasets.imagefolder import ImageFolder
+from ssl_bench.plugins.evaluators.adversarial import Adversarial
+from ssl_bench.plugins.evaluators.finetune import FineTune
+from ssl_bench.plugins.evaluators.gallery import Gallery
+from ssl_bench.plugins.evaluators.robustness import Robustness
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("one_thread")]
 

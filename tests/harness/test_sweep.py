@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.components import EvalTask, Evaluator
-from harness.data import ImageSet
-from harness.sweep import sweep_and_test
+from ssl_bench.harness.components import EvalTask, Evaluator
+from ssl_bench.harness.data import ImageSet
+from ssl_bench.harness.pipeline.sweep import sweep_and_test
 
 
 class Recorder(Evaluator):

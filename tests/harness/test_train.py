@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.errors import BenchError
-from harness.specs import OptimizerSpec, PretrainSpec, DatasetRef, ComponentRef
-from harness.testing import build_method, tiny_images
-from harness.train import CHECKPOINT, pretrain
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
+from ssl_bench.harness.pipeline.train import CHECKPOINT, pretrain
+from ssl_bench.harness.testing import build_method, tiny_images
 
 
 class Interrupt(Exception):

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import EvalTask, ImageSet
-from plugins.evaluators.adversarial import SEED_EPSILONS, Adversarial, attack_loss, fgsm, metric_name, pgd
+from ssl_bench.harness import EvalTask, ImageSet
+from ssl_bench.plugins.evaluators.adversarial import SEED_EPSILONS, Adversarial, attack_loss, fgsm, metric_name, pgd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

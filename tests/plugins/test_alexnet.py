@@ -8,19 +8,19 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-import harness.hookspecs
-import harness.plugins
-from plugins.backbones import alexnet
-from plugins.backbones.alexnet import AlexNetBN
+import ssl_bench.harness.hookspecs
+import ssl_bench.harness.plugins
+from ssl_bench.plugins.backbones import alexnet
+from ssl_bench.plugins.backbones.alexnet import AlexNetBN
 
 SMALL_WIDTHS = (8, 16, 16, 16, 12)
 
 
 def test_registration() -> None:
     pm = pluggy.PluginManager("bench")
-    pm.add_hookspecs(harness.hookspecs)
+    pm.add_hookspecs(ssl_bench.harness.hookspecs)
     pm.register(alexnet)
-    assert harness.plugins.collect(pm).names("backbones") == ["alexnet_bn"]
+    assert ssl_bench.harness.plugins.collect(pm).names("backbones") == ["alexnet_bn"]
 
 
 @pytest.mark.parametrize("stem", ["small", "imagenet"])

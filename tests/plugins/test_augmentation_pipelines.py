@@ -8,17 +8,17 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
-import harness.hookspecs
-import harness.plugins
-from harness import Augmentation
-from harness import augment as A
-from plugins.augmentations import byol, crop_flip, jigsaw, moco_v2, rotation, simclr
-from plugins.augmentations.byol import BYOLAugmentation, BYOLPrimeAugmentation
-from plugins.augmentations.crop_flip import CropFlip, Eval, Identity
-from plugins.augmentations.jigsaw import Jigsaw2x2, SimCLRJigsaw2x2
-from plugins.augmentations.moco_v2 import MoCoV2Augmentation
-from plugins.augmentations.rotation import RotationAugmentation
-from plugins.augmentations.simclr import SimCLRAugmentation
+import ssl_bench.harness.hookspecs
+import ssl_bench.harness.plugins
+from ssl_bench.harness import Augmentation
+from ssl_bench.harness.kit import augment as A
+from ssl_bench.plugins.augmentations import byol, crop_flip, jigsaw, moco_v2, rotation, simclr
+from ssl_bench.plugins.augmentations.byol import BYOLAugmentation, BYOLPrimeAugmentation
+from ssl_bench.plugins.augmentations.crop_flip import CropFlip, Eval, Identity
+from ssl_bench.plugins.augmentations.jigsaw import Jigsaw2x2, SimCLRJigsaw2x2
+from ssl_bench.plugins.augmentations.moco_v2 import MoCoV2Augmentation
+from ssl_bench.plugins.augmentations.rotation import RotationAugmentation
+from ssl_bench.plugins.augmentations.simclr import SimCLRAugmentation
 
 PIPELINES: dict[str, type[Augmentation]] = {
     cls.name: cls
@@ -48,21 +48,21 @@ def build(name: str, **params: object) -> Augmentation:
 
 def test_pipelines_register_through_the_hook() -> None:
     pm = pluggy.PluginManager("bench")
-    pm.add_hookspecs(harness.hookspecs)
+    pm.add_hookspecs(ssl_bench.harness.hookspecs)
     for module in MODULES:
         pm.register(module, name=module.__name__)
     pm.check_pending()
-    registry = harness.plugins.collect(pm)
+    registry = ssl_bench.harness.plugins.collect(pm)
     assert registry.names("augmentations") == sorted(PIPELINES)
     for name, cls in PIPELINES.items():
         assert registry.get("augmentations", name) is cls
-    assert registry.entry("augmentations", "identity").plugin == "plugins.augmentations.crop_flip"
-    assert registry.entry("augmentations", "simclr+jigsaw_2x2").plugin == "plugins.augmentations.jigsaw"
-    assert registry.entry("augmentations", "byol_prime").plugin == "plugins.augmentations.byol"
+    assert registry.entry("augmentations", "identity").plugin == "ssl_bench.plugins.augmentations.crop_flip"
+    assert registry.entry("augmentations", "simclr+jigsaw_2x2").plugin == "ssl_bench.plugins.augmentations.jigsaw"
+    assert registry.entry("augmentations", "byol_prime").plugin == "ssl_bench.plugins.augmentations.byol"
 
 
 def test_every_pipeline_module_is_a_default_plugin() -> None:
-    assert {m.__name__ for m in MODULES} <= set(harness.plugins.DEFAULT_PLUGINS)
+    assert {m.__name__ for m in MODULES} <= set(ssl_bench.harness.plugins.DEFAULT_PLUGINS)
 
 
 @pytest.mark.parametrize("name", PIPELINES)

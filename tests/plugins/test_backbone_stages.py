@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import BenchError, UnknownComponentError
-from harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.errors import BenchError, UnknownComponentError
+from ssl_bench.harness.plugins import collect, make_plugin_manager
 
 REGISTRY = collect(make_plugin_manager(load_entrypoints=False))
 SMALL = {"convnet_small": {"width": 4}, "alexnet_bn": {"widths": (8, 8, 8, 8, 8)}}
@@ -82,4 +82,4 @@ def test_timm_family_builds_any_model_without_weights(member, stages):
 def test_unknown_timm_model_suggests_the_closest():
     with pytest.raises(UnknownComponentError, match="Did you mean 'timm:resnet18'"):
         REGISTRY.get("backbones", "timm:resnet18x")
-    assert REGISTRY.entry("backbones", "timm:resnet18").plugin == "plugins.backbones.timm_models"
+    assert REGISTRY.entry("backbones", "timm:resnet18").plugin == "ssl_bench.plugins.backbones.timm_models"

@@ -8,12 +8,12 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-import harness.hookspecs
-import harness.plugins
-from harness.components import Backbone
-from plugins.backbones import convnet, resnet
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.backbones.resnet import ResNet18, ResNet18Cifar, ResNet50, ResNet50Cifar
+import ssl_bench.harness.hookspecs
+import ssl_bench.harness.plugins
+from ssl_bench.harness.components import Backbone
+from ssl_bench.plugins.backbones import convnet, resnet
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.backbones.resnet import ResNet18, ResNet18Cifar, ResNet50, ResNet50Cifar
 
 ALL = [ConvNetSmall, ResNet18, ResNet18Cifar, ResNet50, ResNet50Cifar]
 FEATURE_DIMS = {"convnet_small": 128, "resnet18": 512, "resnet18_cifar": 512, "resnet50": 2048, "resnet50_cifar": 2048}
@@ -21,10 +21,10 @@ FEATURE_DIMS = {"convnet_small": 128, "resnet18": 512, "resnet18_cifar": 512, "r
 
 def test_registration() -> None:
     pm = pluggy.PluginManager("bench")
-    pm.add_hookspecs(harness.hookspecs)
+    pm.add_hookspecs(ssl_bench.harness.hookspecs)
     pm.register(convnet)
     pm.register(resnet)
-    registry = harness.plugins.collect(pm)
+    registry = ssl_bench.harness.plugins.collect(pm)
     assert registry.names("backbones") == sorted(FEATURE_DIMS)
 
 

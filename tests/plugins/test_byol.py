@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from harness.components import Batch
-from harness.momentum import cosine_tau, ema_update, frozen_copy
-from harness.optim import build_optimizer
-from harness.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
-from harness.testing import tiny_images
-from harness.train import pretrain
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.byol import BYOL, byol_loss, regression_loss
+from ssl_bench.harness.components import Batch
+from ssl_bench.harness.kit.momentum import cosine_tau, ema_update, frozen_copy
+from ssl_bench.harness.pipeline.optim import build_optimizer
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
+from ssl_bench.harness.pipeline.train import pretrain
+from ssl_bench.harness.testing import tiny_images
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.byol import BYOL, byol_loss, regression_loss
 
 
 def naive_byol(p1, p2, z1, z2):

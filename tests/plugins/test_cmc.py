@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab, rgb_to_lab
-from harness.components import Batch, instantiate_method
-from harness.data import normalize
-from harness.errors import BenchError
-from harness.plugins import collect, make_plugin_manager
-from harness.testing import check_method
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.cmc import CMC, cmc_terms, contrast, denormalize, lab_views
+from ssl_bench.harness.components import Batch, instantiate_method
+from ssl_bench.harness.data import normalize
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.kit.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab, rgb_to_lab
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.testing import check_method
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.cmc import CMC, cmc_terms, contrast, denormalize, lab_views
 
 
 def naive_direction(anchors, candidates, t, exclude=None):

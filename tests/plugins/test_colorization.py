@@ -11,12 +11,12 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch
-from harness.augment import AB_SCALE, rgb_to_lab
-from harness.data import normalize
-from harness.errors import BenchError
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.colorization import (
+from ssl_bench.harness import Backbone, Batch
+from ssl_bench.harness.data import normalize
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.kit.augment import AB_SCALE, rgb_to_lab
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.colorization import (
     Colorization,
     first_rgb_conv,
     gamut_bins,

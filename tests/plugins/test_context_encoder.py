@@ -7,10 +7,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from harness import Backbone, Batch
-from harness.plugins import collect, make_plugin_manager
-from harness.testing import build_method
-from plugins.methods.context_encoder import (
+from ssl_bench.harness import Backbone, Batch
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.testing import build_method
+from ssl_bench.plugins.methods.context_encoder import (
     ContextEncoder,
     image_decoder,
     inpainting_loss,

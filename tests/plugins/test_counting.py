@@ -8,10 +8,10 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch
-from harness.plugins import collect, make_plugin_manager
-from harness.testing import build_method
-from plugins.methods.counting import FILTERS, Counting, counting_loss, resample
+from ssl_bench.harness import Backbone, Batch
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.harness.testing import build_method
+from ssl_bench.plugins.methods.counting import FILTERS, Counting, counting_loss, resample
 
 
 class Recorder(Backbone):

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from harness.components import Batch
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.cpc_v2 import CPCv2, context_network, cpc_infonce, patch_grid
+from ssl_bench.harness.components import Batch
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.cpc_v2 import CPCv2, context_network, cpc_infonce, patch_grid
 
 
 def naive_cpc_infonce(predictions, z, offsets):
@@ -172,9 +172,9 @@ def test_bad_offsets_are_errors():
 
 
 def test_patch_grayscale_one_turns_every_patch_grey():
-    from harness.augment import rgb_to_grayscale
-    from harness.data import normalize
-    from plugins.methods.cpc_v2 import denormalize
+    from ssl_bench.harness.data import normalize
+    from ssl_bench.harness.kit.augment import rgb_to_grayscale
+    from ssl_bench.plugins.methods.cpc_v2 import denormalize
 
     m = build(patch_grayscale_p=1.0, patch_resize_px=None).eval()
     patches = patch_grid(normalize(torch.rand(2, 3, 32, 32)), 16, 8)

@@ -14,16 +14,16 @@ import torch
 from pydantic import ValidationError
 from torchvision.io import encode_jpeg, encode_png
 
-import harness.hookspecs
-import harness.plugins
-from harness.components import DataContext
-from harness.data import ImageSet
-from harness.errors import DataError
-from plugins.datasets import cifar, digits, parquet, shapes
-from plugins.datasets.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, Cifar10, Cifar100
-from plugins.datasets.digits import Digits
-from plugins.datasets.parquet import ParquetImages, decode_images, load_parquet_split
-from plugins.datasets.shapes import Shapes
+import ssl_bench.harness.hookspecs
+import ssl_bench.harness.plugins
+from ssl_bench.harness.components import DataContext
+from ssl_bench.harness.data import ImageSet
+from ssl_bench.harness.errors import DataError
+from ssl_bench.plugins.datasets import cifar, digits, parquet, shapes
+from ssl_bench.plugins.datasets.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, Cifar10, Cifar100
+from ssl_bench.plugins.datasets.digits import Digits
+from ssl_bench.plugins.datasets.parquet import ParquetImages, decode_images, load_parquet_split
+from ssl_bench.plugins.datasets.shapes import Shapes
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared/data"
 CIFAR_DIR = SHARED_DATA / "cifar10"
@@ -46,10 +46,10 @@ def check_imageset(ds: ImageSet, n: int, size: int, num_classes: int) -> None:
 
 def test_registration() -> None:
     pm = pluggy.PluginManager("bench")
-    pm.add_hookspecs(harness.hookspecs)
+    pm.add_hookspecs(ssl_bench.harness.hookspecs)
     for module in (shapes, digits, parquet, cifar):
         pm.register(module)
-    registry = harness.plugins.collect(pm)
+    registry = ssl_bench.harness.plugins.collect(pm)
     assert registry.names("datasets") == ["cifar10", "cifar100", "digits", "parquet", "shapes"]
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.components import DataContext
-from harness.errors import DataError
-from plugins.datasets import decode
-from plugins.datasets.decode import decode_blob
-from plugins.datasets.imagefolder import ImageFolder
-from plugins.datasets.parquet import ParquetImages
+from ssl_bench.harness.components import DataContext
+from ssl_bench.harness.errors import DataError
+from ssl_bench.plugins.datasets import decode
+from ssl_bench.plugins.datasets.decode import decode_blob
+from ssl_bench.plugins.datasets.imagefolder import ImageFolder
+from ssl_bench.plugins.datasets.parquet import ParquetImages
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -1,11 +1,11 @@
-"""Tests of harness.labels: stratified, seeded, nested label fractions for the few-label protocols."""
+"""Tests of ssl_bench.harness.kit.labels: stratified, seeded, nested label fractions for the few-label protocols."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from harness.labels import class_share, label_fraction_indices
+from ssl_bench.harness.kit.labels import class_share, label_fraction_indices
 
 FRACTIONS = (0.01, 0.1, 0.5, 1.0)
 

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from torchvision.io import encode_png
 
-from harness.components import DataContext, Dataset
-from harness.errors import DataError
-from harness.plugins import collect, make_plugin_manager
-from plugins.datasets import decode, folder_sets, torchvision_sets
-from plugins.datasets.cifar import Cifar100
+from ssl_bench.harness.components import DataContext, Dataset
+from ssl_bench.harness.errors import DataError
+from ssl_bench.harness.plugins import collect, make_plugin_manager
+from ssl_bench.plugins.datasets import decode, folder_sets, torchvision_sets
+from ssl_bench.plugins.datasets.cifar import Cifar100
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 REGISTRY = collect(make_plugin_manager(load_entrypoints=False))

@@ -10,13 +10,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import harness.hookspecs
-import harness.plugins
-from harness import EvalTask, Evaluator, ImageSet
-from plugins.evaluators import knn, linear
-from plugins.evaluators.knn import KNN, knn_scores
-from plugins.evaluators.linear import Linear, train_linear
-
+import ssl_bench.harness.hookspecs
+import ssl_bench.harness.plugins
+from ssl_bench.harness import EvalTask, Evaluator, ImageSet
+from ssl_bench.plugins.evaluators import knn, linear
+from ssl_bench.plugins.evaluators.knn import KNN, knn_scores
+from ssl_bench.plugins.evaluators.linear import Linear, train_linear
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -239,10 +238,10 @@ def test_params_validate_bounds() -> None:
 
 def test_registration() -> None:
     pm = pluggy.PluginManager("bench")
-    pm.add_hookspecs(harness.hookspecs)
+    pm.add_hookspecs(ssl_bench.harness.hookspecs)
     pm.register(knn)
     pm.register(linear)
-    registry = harness.plugins.collect(pm)
+    registry = ssl_bench.harness.plugins.collect(pm)
     assert registry.names("evaluators") == ["knn", "linear"]
     assert registry.get("evaluators", "knn") is KNN
     assert registry.get("evaluators", "linear") is Linear

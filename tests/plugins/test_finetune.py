@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import harness.hookspecs
-import harness.plugins
-from harness import EvalTask, ImageSet
-from harness.data import normalize, to_float
-from harness.labels import label_fraction_indices
-from harness.optim import lr_factor
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.evaluators import finetune
-from plugins.evaluators.finetune import SCHEDULES, FineTune, batches
+import ssl_bench.harness.hookspecs
+import ssl_bench.harness.plugins
+from ssl_bench.harness import EvalTask, ImageSet
+from ssl_bench.harness.data import normalize, to_float
+from ssl_bench.harness.kit.labels import label_fraction_indices
+from ssl_bench.harness.pipeline.optim import lr_factor
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.evaluators import finetune
+from ssl_bench.plugins.evaluators.finetune import SCHEDULES, FineTune, batches
 
 NUM_CLASSES = 4
 COLOURS = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
@@ -192,12 +192,12 @@ def test_rejects_unknown_hparams_and_bad_params() -> None:
 
 def test_registration() -> None:
     pm = pluggy.PluginManager("bench")
-    pm.add_hookspecs(harness.hookspecs)
+    pm.add_hookspecs(ssl_bench.harness.hookspecs)
     pm.register(finetune)
-    registry = harness.plugins.collect(pm)
+    registry = ssl_bench.harness.plugins.collect(pm)
     assert registry.names("evaluators") == ["finetune"]
     assert registry.get("evaluators", "finetune") is FineTune
-    assert "plugins.evaluators.finetune" in harness.plugins.DEFAULT_PLUGINS
+    assert "ssl_bench.plugins.evaluators.finetune" in ssl_bench.harness.plugins.DEFAULT_PLUGINS
 
 
 def test_freeze_stages_keeps_the_first_stages_and_trains_the_rest() -> None:

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from harness import EvalTask, ImageSet
-from plugins.evaluators.gallery import Gallery, render_gallery
+from ssl_bench.harness import EvalTask, ImageSet
+from ssl_bench.plugins.evaluators.gallery import Gallery, render_gallery
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,10 +11,10 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from harness import Backbone, Batch
-from harness.augment import permute_tiles
-from harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
-from plugins.methods.jigsaw import Jigsaw, max_hamming_permutations, shuffle_tiles
+from ssl_bench.harness import Backbone, Batch
+from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD, normalize
+from ssl_bench.harness.kit.augment import permute_tiles
+from ssl_bench.plugins.methods.jigsaw import Jigsaw, max_hamming_permutations, shuffle_tiles
 
 
 class TileEncoder(Backbone):

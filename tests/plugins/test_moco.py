@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness.components import Batch
-from harness.optim import build_optimizer
-from harness.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
-from harness.testing import tiny_images
-from harness.train import pretrain
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.moco import MoCoV2, moco_infonce
+from ssl_bench.harness.components import Batch
+from ssl_bench.harness.pipeline.optim import build_optimizer
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
+from ssl_bench.harness.pipeline.train import pretrain
+from ssl_bench.harness.testing import tiny_images
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.moco import MoCoV2, moco_infonce
 
 
 def naive_infonce(q, k, queue, t):

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness import BenchError
-from harness.components import Batch, instantiate_method
-from harness.testing import check_method
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.pirl import PIRL, pirl_nce
+from ssl_bench.harness import BenchError
+from ssl_bench.harness.components import Batch, instantiate_method
+from ssl_bench.harness.testing import check_method
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.pirl import PIRL, pirl_nce
 
 NUM_SAMPLES = 20
 
@@ -98,7 +98,7 @@ def test_batch_negatives_are_the_symmetric_infonce_between_branches(monkeypatch,
 
 def test_lambda_limits_give_the_single_terms(monkeypatch):
     calls: list[torch.Tensor] = []
-    import plugins.methods.pirl as mod
+    import ssl_bench.plugins.methods.pirl as mod
 
     real = mod.pirl_nce
 
@@ -229,7 +229,7 @@ def test_conformance(bench_registry):
 
 @pytest.mark.parametrize("fresh", [True, False])
 def test_positive_is_the_bank_row_before_or_after_this_steps_update(monkeypatch, fresh):
-    import plugins.methods.pirl as mod
+    import ssl_bench.plugins.methods.pirl as mod
 
     positives: list[torch.Tensor] = []
     real = mod.pirl_nce

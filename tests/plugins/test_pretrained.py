@@ -10,11 +10,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from harness.cli import main
-from harness.errors import BenchError
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.backbones.resnet import ResNet18
-from plugins.methods.pretrained import Pretrained, load_into, strip_prefixes
+from ssl_bench.harness.cli import main
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.backbones.resnet import ResNet18
+from ssl_bench.plugins.methods.pretrained import Pretrained, load_into, strip_prefixes
 from tests.conftest import TINY
 
 
@@ -161,9 +161,9 @@ params = {{ k = 5 }}
 def test_replacing_the_checkpoint_file_changes_the_job_key(tmp_path, write_toml):
     import os
 
-    from harness.plan import make_plan
-    from harness.plugins import collect, make_plugin_manager
-    from harness.specs import load_benchmark
+    from ssl_bench.harness.pipeline.plan import make_plan
+    from ssl_bench.harness.pipeline.specs import load_benchmark
+    from ssl_bench.harness.plugins import collect, make_plugin_manager
 
     registry = collect(make_plugin_manager(load_entrypoints=False))
     file = tmp_path / "enc.pt"
@@ -181,8 +181,8 @@ def test_replacing_the_checkpoint_file_changes_the_job_key(tmp_path, write_toml)
 
 
 def test_a_label_shared_by_several_benchmarks_of_one_folder_needs_benchmark(tmp_path):
-    from harness.results import write_rows
-    from plugins.methods.pretrained import resolve_path
+    from ssl_bench.harness.record.results import write_rows
+    from ssl_bench.plugins.methods.pretrained import resolve_path
 
     for benchmark, key, batch in (("methods", "aaa", 256), ("batches", "bbb", 64)):
         (tmp_path / "artifacts" / key).mkdir(parents=True)

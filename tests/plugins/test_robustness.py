@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from harness import EvalTask, ImageSet
-from plugins.evaluators.robustness import DEGRADATIONS, Robustness, degrade
+from ssl_bench.harness import EvalTask, ImageSet
+from ssl_bench.plugins.evaluators.robustness import DEGRADATIONS, Robustness, degrade
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

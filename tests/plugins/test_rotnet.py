@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
-from harness import Backbone, Batch
-from plugins.methods.rotnet import RotNet
+from ssl_bench.harness import Backbone, Batch
+from ssl_bench.plugins.methods.rotnet import RotNet
 
 
 class FlattenLinear(Backbone):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from plugins.methods.simclr import nt_xent
+from ssl_bench.plugins.methods.simclr import nt_xent
 
 
 def naive_nt_xent(z1, z2, t):

@@ -15,14 +15,14 @@ import torch
 from pydantic import ValidationError
 from torch.nn import functional as F
 
-from harness.components import Batch
-from harness.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
-from harness.testing import tiny_images
-from harness.train import pretrain
-from plugins.augmentations.swav_multicrop import SwAVGlobalCrop, SwAVLocalCrop
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods import swav as swav_module
-from plugins.methods.swav import SwAV, sinkhorn, swapped_prediction_loss
+from ssl_bench.harness.components import Batch
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
+from ssl_bench.harness.pipeline.train import pretrain
+from ssl_bench.harness.testing import tiny_images
+from ssl_bench.plugins.augmentations.swav_multicrop import SwAVGlobalCrop, SwAVLocalCrop
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods import swav as swav_module
+from ssl_bench.plugins.methods.swav import SwAV, sinkhorn, swapped_prediction_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,9 +110,9 @@ def test_sinkhorn_has_no_gradient_and_runs_in_float32():
 TWO_RANKS = """
 import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
 sys.path.insert(0, ROOT)
-from harness.components import Batch
-from plugins.backbones.convnet import ConvNetSmall
-from plugins.methods.swav import SwAV, sinkhorn
+from ssl_bench.harness.components import Batch
+from ssl_bench.plugins.backbones.convnet import ConvNetSmall
+from ssl_bench.plugins.methods.swav import SwAV, sinkhorn
 
 def run(rank, out):
     dist.init_process_group("gloo", init_method=f"file://{out}/rdv", rank=rank, world_size=2)

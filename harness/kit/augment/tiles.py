@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from harness.augment._common import bernoulli_mask, random_permutations
+from ssl_bench.harness.kit.augment._common import bernoulli_mask, random_permutations
 
 NOROOZI_TILE_FRACTION = 64 / 75
 """Tile side over cell side in the jigsaw puzzle of [0] of :func:`tile_grid` (64 px tiles in 75 px cells)."""

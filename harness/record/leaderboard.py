@@ -31,10 +31,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from harness import plots
-from harness.atomic import atomic_write_text
-from harness.errors import SpecError
-from harness.report import Block, Heading, Image, Table, Text, to_html, to_markdown
+from ssl_bench.harness.record import plots
+from ssl_bench.harness.errors import SpecError
+from ssl_bench.harness.record.atomic import atomic_write_text
+from ssl_bench.harness.record.report import Block, Heading, Image, Table, Text, to_html, to_markdown
 
 BASELINES = ("supervised", "random_init")
 METRIC_ORDER = ("top1", "top2", "top5", "auc", "mean_class_acc")

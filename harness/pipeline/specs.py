@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import SpecError, UnknownComponentError
+from ssl_bench.harness.errors import SpecError, UnknownComponentError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,7 +24,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from harness.plugins import Registry
+    from ssl_bench.harness.plugins import Registry
 
 
 class Spec(BaseModel):

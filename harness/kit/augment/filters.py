@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness.augment._common import _uniform, bernoulli_mask
+from ssl_bench.harness.kit.augment._common import _uniform, bernoulli_mask
 
 _MAX_TAPS = 9
 """Largest kernel blurred by shifted multiply-adds; larger ones use a grouped convolution."""

@@ -2,7 +2,7 @@
 
 The queue is an Optuna study named ``bench-jobs:<benchmark>:<hash of the plan's job keys>``. Its
 trials are the jobs: one per pretraining job with all the evaluations of its encoder (as a shard
-deals them, see :mod:`harness.shard`), each carrying the job's key in its user attributes. The
+deals them, see :mod:`ssl_bench.harness.pipeline.shard`), each carrying the job's key in its user attributes. The
 first worker to create the study enqueues every job (creating a study is atomic in every Optuna
 storage); the others wait until it has. A worker claims a job by moving a waiting trial to running,
 which the storage grants to exactly one worker (a row lock in a database, the order of the journal
@@ -13,7 +13,7 @@ the epoch) every ``heartbeat_s``. A running job whose heartbeat is older than ``
 whose worker process on this host is gone, is stale: the first worker to notice fails its trial
 (again granted to one worker) and enqueues the job anew. Whoever takes it resumes from the dead
 worker's checkpoint when the output folder is shared, and its evaluation sweeps keep the trials the
-dead worker finished (their studies live in the same storage, see :mod:`harness.sweep`).
+dead worker finished (their studies live in the same storage, see :mod:`ssl_bench.harness.pipeline.sweep`).
 
 A worker stops when no job is waiting or running; it waits while others still run jobs, since
 one of them may die and its job come back.
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from harness.errors import BenchError
-from harness.plan import Plan, content_key
-from harness.runner import Run, execute, log, write_leaderboard
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.pipeline.plan import Plan, content_key
+from ssl_bench.harness.pipeline.runner import Run, execute, log, write_leaderboard
 
 HOST = socket.gethostname()
 

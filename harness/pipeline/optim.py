@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from harness.specs import OptimizerSpec, ScheduleSpec
+from ssl_bench.harness.pipeline.specs import OptimizerSpec, ScheduleSpec
 
 
 class LARS(torch.optim.Optimizer):

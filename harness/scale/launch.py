@@ -1,10 +1,10 @@
 """Start ``bench run`` as N processes with torchrun, and join the process group inside each.
 
 ``bench run FILE --nproc N`` re-executes itself as ``python -m torch.distributed.run --standalone
---nproc-per-node N -m harness run FILE ...``; ``torchrun --nproc-per-node N -m harness run FILE`` (on
+--nproc-per-node N -m ssl_bench.harness run FILE ...``; ``torchrun --nproc-per-node N -m ssl_bench.harness run FILE`` (on
 one node or many) does the same by hand. Each process finds ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in
 its environment, joins the process group (NCCL on CUDA, one GPU per process; gloo on the CPU) and
-trains every pretraining job with DistributedDataParallel (see :mod:`harness.train`). Rank 0
+trains every pretraining job with DistributedDataParallel (see :mod:`ssl_bench.harness.pipeline.train`). Rank 0
 writes checkpoints, encoders and results and runs the evaluations; the others wait for it.
 """
 
@@ -21,7 +21,7 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
-from harness.errors import UsageError
+from ssl_bench.harness.errors import UsageError
 
 WAIT = timedelta(hours=24)
 """How long a process waits in a collective: rank 0 evaluates while the others wait for the next job.
@@ -44,7 +44,7 @@ def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
         elif not arg.startswith("--nproc="):
             rest.append(arg)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "harness", *rest]
+            "-m", "ssl_bench.harness", *rest]
 
 
 def relaunch(argv: Sequence[str], nproc: int) -> NoReturn:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import optuna
 
-from harness.components import EvalTask, Evaluator
-from harness.data import ImageSet, stratified_split
-from harness.errors import BenchError
+from ssl_bench.harness.components import EvalTask, Evaluator
+from ssl_bench.harness.data import ImageSet, stratified_split
+from ssl_bench.harness.errors import BenchError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

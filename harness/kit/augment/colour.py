@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.augment._common import _per_sample, _uniform, bernoulli_mask
+from ssl_bench.harness.kit.augment._common import _per_sample, _uniform, bernoulli_mask
 
 LUMA_WEIGHTS = (0.2989, 0.587, 0.114)
 """ITU-R 601-2 luma weights of R, G, B, as in ``torchvision``'s ``rgb_to_grayscale``."""

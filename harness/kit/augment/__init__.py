@@ -13,13 +13,13 @@ Submodules, one concept each:
     lab:       CIE L*a*b* conversion and the L / ab split.
 
 Pipelines (``plugins/augmentations/``) compose these ops; there is no composition class, a
-pipeline's ``__call__`` is the composition. Normalisation lives in :func:`harness.data.normalize`.
+pipeline's ``__call__`` is the composition. Normalisation lives in :func:`ssl_bench.harness.data.normalize`.
 """
 
 from __future__ import annotations
 
-from harness.augment._common import bernoulli_mask, random_permutations
-from harness.augment.colour import (
+from ssl_bench.harness.kit.augment._common import bernoulli_mask, random_permutations
+from ssl_bench.harness.kit.augment.colour import (
     LUMA_WEIGHTS,
     adjust_brightness,
     adjust_contrast,
@@ -31,7 +31,7 @@ from harness.augment.colour import (
     rgb_to_grayscale,
     rgb_to_hcv,
 )
-from harness.augment.filters import (
+from ssl_bench.harness.kit.augment.filters import (
     blur_kernel_size,
     gaussian_blur,
     gaussian_kernels,
@@ -39,7 +39,7 @@ from harness.augment.filters import (
     random_solarize,
     solarize,
 )
-from harness.augment.geometry import (
+from ssl_bench.harness.kit.augment.geometry import (
     all_rotations,
     crop_resize,
     horizontal_flip,
@@ -49,8 +49,16 @@ from harness.augment.geometry import (
     rotate90,
     sample_crop_boxes,
 )
-from harness.augment.lab import AB_SCALE, SRGB_TO_XYZ, lab_to_rgb, merge_lab, rgb_to_l_ab, rgb_to_lab, split_lab
-from harness.augment.tiles import (
+from ssl_bench.harness.kit.augment.lab import (
+    AB_SCALE,
+    SRGB_TO_XYZ,
+    lab_to_rgb,
+    merge_lab,
+    rgb_to_l_ab,
+    rgb_to_lab,
+    split_lab,
+)
+from ssl_bench.harness.kit.augment.tiles import (
     NOROOZI_TILE_FRACTION,
     jigsaw_2x2,
     mask_region,

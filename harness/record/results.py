@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from harness.atomic import atomic_write
-from harness.errors import BenchError
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.record.atomic import atomic_write
 
 SCHEMA_VERSION = 2
 """2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it."""

@@ -8,7 +8,7 @@ Every ``checkpoint_every_steps`` the whole state (model, optimizer, schedule, st
 written atomically to ``last.pt``; a rerun resumes from it. Batch order and augmentation depend only
 on (seed, epoch) and (seed, step), so a resumed run sees the same data.
 
-Under torchrun (several processes, see :mod:`harness.launch`) the method is wrapped in
+Under torchrun (several processes, see :mod:`ssl_bench.harness.scale.launch`) the method is wrapped in
 DistributedDataParallel: every process steps through the same global batch order, takes its
 contiguous ``batch_size / world_size`` rows of each global batch (so a method that gathers
 embeddings through :func:`harness.gather` sees the global batch in the single-process order),
@@ -33,13 +33,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from harness.atomic import atomic_torch_save
-from harness.components import Augmentation, Batch, Method
-from harness.data import ImageSet, normalize, to_float
-from harness.distributed import is_main, mean_over_processes, rank, world_size
-from harness.errors import BenchError, UsageError
-from harness.optim import build_optimizer, build_schedule
-from harness.specs import PretrainSpec
+from ssl_bench.harness.components import Augmentation, Batch, Method
+from ssl_bench.harness.data import ImageSet, normalize, to_float
+from ssl_bench.harness.errors import BenchError, UsageError
+from ssl_bench.harness.pipeline.optim import build_optimizer, build_schedule
+from ssl_bench.harness.pipeline.specs import PretrainSpec
+from ssl_bench.harness.record.atomic import atomic_torch_save
+from ssl_bench.harness.scale.distributed import is_main, mean_over_processes, rank, world_size
 
 CHECKPOINT = "last.pt"
 

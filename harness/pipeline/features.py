@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from harness.data import ImageSet, cached, normalize, to_float
+from ssl_bench.harness.data import ImageSet, cached, normalize, to_float
 
 
 @torch.no_grad()

@@ -28,19 +28,19 @@ import pluggy
 import torch
 from torch import nn
 
-from harness.atomic import atomic_torch_save, atomic_write_text
-from harness.components import Backbone, DataContext, EvalTask, instantiate_method
-from harness.data import ImageSet, balanced_subset, stratified_split
-from harness.distributed import agree, barrier, is_main, rank, world_size
-from harness.errors import BenchError
-from harness.features import FeatureCache
-from harness.leaderboard import render
-from harness.plan import EvalJob, Plan, PretrainJob, ResolvedDataset
-from harness.plugins import Registry, harness_version
-from harness.results import device_name, dumps, provenance, read_rows, result_path, write_rows
-from harness.specs import BenchmarkSpec
-from harness.sweep import sweep_and_test
-from harness.train import CHECKPOINT, PretrainStats, pretrain
+from ssl_bench.harness.components import Backbone, DataContext, EvalTask, instantiate_method
+from ssl_bench.harness.data import ImageSet, balanced_subset, stratified_split
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.pipeline.features import FeatureCache
+from ssl_bench.harness.pipeline.plan import EvalJob, Plan, PretrainJob, ResolvedDataset
+from ssl_bench.harness.pipeline.specs import BenchmarkSpec
+from ssl_bench.harness.pipeline.sweep import sweep_and_test
+from ssl_bench.harness.pipeline.train import CHECKPOINT, PretrainStats, pretrain
+from ssl_bench.harness.plugins import Registry, harness_version
+from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write_text
+from ssl_bench.harness.record.leaderboard import render
+from ssl_bench.harness.record.results import device_name, dumps, provenance, read_rows, result_path, write_rows
+from ssl_bench.harness.scale.distributed import agree, barrier, is_main, rank, world_size
 
 
 def log(message: str) -> None:

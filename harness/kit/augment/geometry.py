@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from harness.augment._common import _size2, bernoulli_mask
+from ssl_bench.harness.kit.augment._common import _size2, bernoulli_mask
 
 _CROP_ATTEMPTS = 10
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from harness.errors import UsageError
+from ssl_bench.harness.errors import UsageError
 
 DEFAULT_JOURNAL = "optuna.journal"
 """File name of the embedded storage inside the output folder."""

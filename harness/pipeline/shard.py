@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from harness.errors import UsageError
-from harness.plan import Plan
+from ssl_bench.harness.errors import UsageError
+from ssl_bench.harness.pipeline.plan import Plan
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 

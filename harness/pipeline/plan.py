@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.plugins import Registry, harness_version
-from harness.specs import (
+from ssl_bench.harness.pipeline.specs import (
     BenchmarkSpec,
     ComponentRef,
     DatasetRef,
@@ -24,6 +23,7 @@ from harness.specs import (
     method_pretrain,
     resolve,
 )
+from ssl_bench.harness.plugins import Registry, harness_version
 
 
 def content_key(payload: dict[str, Any]) -> str:

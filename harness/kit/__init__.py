@@ -1,0 +1,5 @@
+"""The plugin author's toolkit: batched augmentation ops, heads, momentum encoders, losses, metrics.
+
+The core pipeline never imports the kit; built-in plugins and third-party ones do, e.g.
+``from ssl_bench.harness.kit.losses import info_nce``.
+"""

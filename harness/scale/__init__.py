@@ -1,0 +1,1 @@
+"""Scale-out: several processes (torchrun, DDP collectives) and shared job storage (Optuna)."""
