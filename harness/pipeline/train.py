@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ssl_bench.harness.components import Augmentation, Batch, Method
 from ssl_bench.harness.data import ImageSet, normalize, to_float
 from ssl_bench.harness.errors import BenchError, UsageError
+from ssl_bench.harness.pipeline.checkpoint import read_resumable
 from ssl_bench.harness.pipeline.optim import build_optimizer, build_schedule
 from ssl_bench.harness.pipeline.specs import PretrainSpec
 from ssl_bench.harness.record.atomic import atomic_torch_save
@@ -177,8 +178,8 @@ def pretrain(
     stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     step_losses: list[Tensor] = []
     ckpt_path = workdir / CHECKPOINT
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state = read_resumable(ckpt_path, method, device)
+    if state is not None:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
