@@ -71,7 +71,8 @@ def bench_run_started(run: Any) -> None:
 def bench_job_finished(job: Any, result: Any) -> None:
     """Called after each job finishes or fails, and for jobs found finished in the results folder.
 
-    :param job: the :class:`ssl_bench.harness.pipeline.plan.PretrainJob` or :class:`ssl_bench.harness.pipeline.plan.EvalJob`.
+    :param job: the :class:`~ssl_bench.harness.pipeline.plan.PretrainJob` or
+        :class:`~ssl_bench.harness.pipeline.plan.EvalJob`.
     :param result: a dict with at least ``status`` ("ok", "cached" or "failed"); evaluation jobs add
         ``rows`` (the result rows), pretraining jobs add ``stats``.
     """

@@ -190,7 +190,8 @@ def collect(pm: pluggy.PluginManager) -> Registry:
 
 def _check_component(cls: Any, base: type, kind: str, plugin: str) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(f"Plugin {plugin} registered {cls!r} as one of the {kind}, but it is not a {base.__name__} subclass")
+        raise PluginError(f"Plugin {plugin} registered {cls!r} as one of the {kind}, "
+                          f"but it is not a {base.__name__} subclass")
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise PluginError(f"Plugin {plugin} registered {cls.__name__} without a `name`")
@@ -217,7 +218,8 @@ def plugin_report(pm: pluggy.PluginManager, registry: Registry) -> list[dict[str
     return rows
 
 
-def load_registry(*, load_entrypoints: bool | None = None, blocked: Iterable[str] = ()) -> tuple[pluggy.PluginManager, Registry]:
+def load_registry(*, load_entrypoints: bool | None = None,
+                  blocked: Iterable[str] = ()) -> tuple[pluggy.PluginManager, Registry]:
     """A plugin manager and its registry in one call (what the CLI uses)."""
     pm = make_plugin_manager(load_entrypoints=load_entrypoints, blocked=blocked)
     return pm, collect(pm)

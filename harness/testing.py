@@ -37,7 +37,8 @@ def build_method(registry: Registry, name: str, backbone: str = TINY_BACKBONE, s
     torch.manual_seed(seed)
     bb_cls = registry.get("backbones", backbone)
     cls = registry.get("methods", name)
-    return instantiate_method(cls, cls.Params.model_validate(params or {}), bb_cls(bb_cls.Params()), num_classes=num_classes,
+    return instantiate_method(cls, cls.Params.model_validate(params or {}), bb_cls(bb_cls.Params()),
+                              num_classes=num_classes,
                         num_samples=num_samples)
 
 

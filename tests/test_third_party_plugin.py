@@ -42,7 +42,8 @@ def test_installed_plugin_is_listed(toy_env, tmp_path):
     out = subprocess.run([str(python), "-m", "ssl_bench.harness", "list", "methods"], capture_output=True, text=True,
                          env=env, cwd=tmp_path, check=True).stdout
     assert "toy_siamese" in out and "[bench-toy 0.3.0]" in out
-    off = subprocess.run([str(python), "-m", "ssl_bench.harness", "--no-plugins", "list", "methods"], capture_output=True,
+    off = subprocess.run([str(python), "-m", "ssl_bench.harness", "--no-plugins", "list", "methods"],
+                         capture_output=True,
                          text=True, env=env, cwd=tmp_path, check=True).stdout
     assert "toy_siamese" not in off
     assert "toy_siamese" not in subprocess.run([sys.executable, "-m", "ssl_bench.harness", "list", "methods"],

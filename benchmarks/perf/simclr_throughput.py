@@ -129,7 +129,7 @@ def main() -> None:
                             persistent_workers=workers > 0, pin_memory=device.type == "cuda")
         batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)
 
-        def pil_step() -> None:
+        def pil_step(batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = batches) -> None:
             a, b = next(batches)
             train_step(a.to(device, non_blocking=True), b.to(device, non_blocking=True))
 
@@ -148,7 +148,8 @@ def main() -> None:
         print(f"  PIL DataLoader, num_workers={w}:      {ips(s):8.1f} images/s")
     print(f"  harness / best PIL (workers={best_workers}): {pil[best_workers] / ours:.2f}x")
     print(f"  harness / ceiling:                  {ceiling / ours:.1%}")
-    print(f"  augmentation share of a harness step: {aug_only / ours:.1%} ({aug_only * 1e3:.1f} ms of {ours * 1e3:.1f} ms)")
+    print(f"  augmentation share of a harness step: {aug_only / ours:.1%} "
+          f"({aug_only * 1e3:.1f} ms of {ours * 1e3:.1f} ms)")
 
 
 if __name__ == "__main__":

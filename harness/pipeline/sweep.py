@@ -79,7 +79,8 @@ def sweep_and_test(
             hp = {k: trial.suggest_categorical(k, list(v)) for k, v in grid.items()}
             scores = evaluator.evaluate(task, hp)
             if metric not in scores:
-                raise BenchError(f"evaluator '{evaluator.name}' reports {sorted(scores)}, not the sweep metric '{metric}'")
+                raise BenchError(f"evaluator '{evaluator.name}' reports {sorted(scores)}, "
+                                 f"not the sweep metric '{metric}'")
             return scores[metric]
 
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,

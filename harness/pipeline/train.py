@@ -221,7 +221,8 @@ def pretrain(
         if progress:
             if step % 10 == 0:
                 elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{steps_this_session * batch_size / max(elapsed, 1e-9):.0f}", refresh=False)
+                rate = steps_this_session * batch_size / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{rate:.0f}", refresh=False)
             bar.update(1)
         if stats.steps in snapshots and is_main():
             snapshots[stats.steps](_timed_copy(stats, t0, steps_this_session))
@@ -238,7 +239,8 @@ def _close_epoch(stats: PretrainStats, step_losses: list[Tensor], steps_per_epoc
     epoch_losses = torch.stack(step_losses[-steps_per_epoch:]).cpu()
     mean = mean_over_processes(float(epoch_losses.mean()))
     if not math.isfinite(mean):
-        raise BenchError(f"{desc}: the loss is not finite ({mean}) in epoch {len(stats.epoch_losses) + 1}; lower the learning rate")
+        raise BenchError(f"{desc}: the loss is not finite ({mean}) in epoch {len(stats.epoch_losses) + 1}; "
+                         "lower the learning rate")
     stats.epoch_losses.append(mean)
     stats.final_loss = mean_over_processes(float(epoch_losses[-1]))
 

@@ -1,10 +1,11 @@
 """Start ``bench run`` as N processes with torchrun, and join the process group inside each.
 
 ``bench run FILE --nproc N`` re-executes itself as ``python -m torch.distributed.run --standalone
---nproc-per-node N -m ssl_bench.harness run FILE ...``; ``torchrun --nproc-per-node N -m ssl_bench.harness run FILE`` (on
-one node or many) does the same by hand. Each process finds ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in
-its environment, joins the process group (NCCL on CUDA, one GPU per process; gloo on the CPU) and
-trains every pretraining job with DistributedDataParallel (see :mod:`ssl_bench.harness.pipeline.train`). Rank 0
+--nproc-per-node N -m ssl_bench.harness run FILE ...``; ``torchrun --nproc-per-node N -m
+ssl_bench.harness run FILE`` (on one node or many) does the same by hand. Each process finds
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in its environment, joins the process group (NCCL on CUDA, one
+GPU per process; gloo on the CPU) and trains every pretraining job with DistributedDataParallel (see
+:mod:`ssl_bench.harness.pipeline.train`). Rank 0
 writes checkpoints, encoders and results and runs the evaluations; the others wait for it.
 """
 
@@ -81,7 +82,8 @@ def join_process_group(device: torch.device) -> torch.device:
     if device.type == "cuda":
         local = int(os.environ["LOCAL_RANK"])
         if local >= torch.cuda.device_count():
-            raise UsageError(f"torchrun started more processes per node than there are GPUs ({torch.cuda.device_count()}); "
+            raise UsageError("torchrun started more processes per node than there are GPUs "
+                             f"({torch.cuda.device_count()}); "
                              "start one process per GPU")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

@@ -81,7 +81,8 @@ def test_bad_toml_and_missing_file(write_toml, tmp_path):
 
 
 def test_method_pretrain_override(write_toml, registry):
-    text = TINY.replace('name = "random_init"', 'name = "random_init"\npretrain = { optimizer = { name = "lars", lr = 0.3 } }')
+    text = TINY.replace('name = "random_init"',
+                        'name = "random_init"\npretrain = { optimizer = { name = "lars", lr = 0.3 } }')
     spec = load_benchmark(write_toml(text), registry=registry)
     assert method_pretrain(spec, 1).optimizer.name == "lars"
     assert method_pretrain(spec, 1).optimizer.momentum == 0.9

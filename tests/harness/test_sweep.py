@@ -56,5 +56,6 @@ def test_ties_break_by_grid_order():
 def test_single_cell_needs_no_trials():
     ev = Recorder({(0.1, 0.0): 42.0})
     train, test = sets()
-    out = sweep_and_test(ev, make_task, train, test, {"lr": (0.1,), "wd": (0.0,)}, metric="top1", val_fraction=0.2, seed=0)
+    out = sweep_and_test(ev, make_task, train, test, {"lr": (0.1,), "wd": (0.0,)}, metric="top1",
+                         val_fraction=0.2, seed=0)
     assert out.trials == 0 and out.metrics == {"top1": 42.0} and len(ev.calls) == 1

@@ -38,7 +38,8 @@ def build(**params) -> BYOL:
 
 def batch(n: int = 6) -> Batch:
     g = torch.Generator().manual_seed(0)
-    return Batch(views=[torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)], labels=torch.zeros(n, dtype=torch.long))
+    views = [torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)]
+    return Batch(views=views, labels=torch.zeros(n, dtype=torch.long))
 
 
 def test_loss_matches_naive_computation():

@@ -42,7 +42,8 @@ def make_task(fit_x: Tensor, fit_y: Tensor, target_x: Tensor, target_y: Tensor, 
                     out_dir=out_dir)
 
 
-def planted(out_dir: Path | None, noise: float = 0.05, n_target: int = 40, channels: int = 3, seed: int = 0) -> EvalTask:
+def planted(out_dir: Path | None, noise: float = 0.05, n_target: int = 40, channels: int = 3,
+            seed: int = 0) -> EvalTask:
     """Features one-hot(label) + Gaussian noise of std ``noise`` in 16 dims."""
     g = torch.Generator().manual_seed(seed)
 

@@ -35,7 +35,8 @@ def build(**params) -> MoCoV2:
 
 def batch(n: int = 6, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return Batch(views=[torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)], labels=torch.zeros(n, dtype=torch.long))
+    views = [torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)]
+    return Batch(views=views, labels=torch.zeros(n, dtype=torch.long))
 
 
 @pytest.mark.parametrize("t", [0.07, 0.2, 1.0])

@@ -191,7 +191,8 @@ def test_tiles_are_shuffled_and_fed_tile_wise():
     # every tile is a crop of the image at a place inside one of the 9 cells of 10 px (grid origin 1)
     found = set()
     for j in range(9):
-        hits = [(r, c) for r in range(1, 24) for c in range(1, 24) if torch.equal(x[0, :, r:r + 8, c:c + 8], tiles[0, j])]
+        hits = [(r, c) for r in range(1, 24) for c in range(1, 24)
+                if torch.equal(x[0, :, r:r + 8, c:c + 8], tiles[0, j])]
         assert len(hits) == 1
         found.add(((hits[0][0] - 1) // 10, (hits[0][1] - 1) // 10))
     assert len(found) == 9

@@ -12,7 +12,8 @@ from ssl_bench.plugins.evaluators.robustness import DEGRADATIONS, Robustness, de
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-LEVELS = {"blur": (0.5, 1.0, 2.0), "downsample": (0.75, 0.5, 0.25), "jpeg": (75.0, 30.0, 10.0), "noise": (0.04, 0.08, 0.16)}
+LEVELS = {"blur": (0.5, 1.0, 2.0), "downsample": (0.75, 0.5, 0.25), "jpeg": (75.0, 30.0, 10.0),
+          "noise": (0.04, 0.08, 0.16)}
 
 
 class QuadrantEncoder(nn.Module):
@@ -72,7 +73,8 @@ def make_task(encoder: nn.Module, fit: ImageSet, target: ImageSet, seed: int = 0
 
 
 def run(task: EvalTask, hparams: dict[str, float] | None = None, **params: object) -> dict[str, float]:
-    return Robustness(Robustness.Params.model_validate(params)).evaluate(task, hparams or {"lr": 0.1, "weight_decay": 0.0})
+    evaluator = Robustness(Robustness.Params.model_validate(params))
+    return evaluator.evaluate(task, hparams or {"lr": 0.1, "weight_decay": 0.0})
 
 
 def images(seed: int = 0) -> Tensor:

@@ -199,7 +199,8 @@ def color_jitter(
     factors = [_uniform(b, max(0.0, 1 - s), 1 + s, generator) for s in (brightness, contrast, saturation)]
     shift = _uniform(b, -hue, hue, generator)
     x = images.clone()
-    for strength, op, factor in zip((brightness, contrast, saturation), (_brightness_, _contrast_, _saturation_), factors):
+    ops = (_brightness_, _contrast_, _saturation_)
+    for strength, op, factor in zip((brightness, contrast, saturation), ops, factors):
         if strength > 0:
             op(x, _per_sample(factor, x))
     if hue > 0:
