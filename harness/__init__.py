@@ -55,6 +55,8 @@ _EXPORTS = {
     "rank": "scale.distributed",
     "world_size": "scale.distributed",
     "atomic_write": "record.atomic",
+    "RunFolder": "record.layout",
+    "read_rows": "record.results",
     "ScheduleSpec": "pipeline.specs",
     "lr_factor": "pipeline.optim",
     "BenchError": "errors",
@@ -95,6 +97,8 @@ if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.optim import lr_factor
     from ssl_bench.harness.pipeline.specs import ScheduleSpec
     from ssl_bench.harness.record.atomic import atomic_write
+    from ssl_bench.harness.record.layout import RunFolder
+    from ssl_bench.harness.record.results import read_rows
     from ssl_bench.harness.scale.distributed import gather, rank, world_size
 
 
@@ -127,6 +131,7 @@ __all__ = [
     "MethodParams",
     "Params",
     "Register",
+    "RunFolder",
     "ScheduleSpec",
     "SpecError",
     "UnknownComponentError",
@@ -140,6 +145,7 @@ __all__ = [
     "lr_factor",
     "normalize",
     "rank",
+    "read_rows",
     "resize_uint8",
     "stratified_split",
     "to_float",

@@ -29,8 +29,9 @@ from ssl_bench.harness.pipeline.plan import Plan, make_plan
 from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
 from ssl_bench.harness.pipeline.specs import BenchmarkSpec, load_benchmark
 from ssl_bench.harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
+from ssl_bench.harness.record.layout import RunFolder
 from ssl_bench.harness.record.leaderboard import publish
-from ssl_bench.harness.record.results import read_rows, result_path
+from ssl_bench.harness.record.results import read_rows
 from ssl_bench.harness.scale.distributed import is_main
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--output", "-o", type=Path, help="write the markdown here as well as to stdout")
     lb.add_argument("--title", default="Leaderboard")
     lb.add_argument("--html", type=Path, help="also write one static HTML page here")
-    lb.add_argument("--notes", type=Path, help="TOML of findings lines: [benchmark] study = '...', '<table heading>' = '...'")
+    lb.add_argument("--notes", type=Path,
+                    help="TOML of findings lines: [benchmark] study = '...', '<table heading>' = '...'")
     lb.add_argument("--figures", type=Path, help="folder for the figures (default: figures/ beside the output)")
     return p
 
@@ -103,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code: int = exc.exit_code
+        return code
     except KeyboardInterrupt:
         print("bench: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
         return 130
@@ -111,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _registry(args: argparse.Namespace) -> tuple[pluggy.PluginManager, Registry]:
     blocked = [b.removeprefix("no:") for b in args.blocked]
-    return load_registry(load_entrypoints=False if args.no_plugins else None, blocked=blocked)
+    loaded: tuple[pluggy.PluginManager, Registry] = load_registry(
+        load_entrypoints=False if args.no_plugins else None, blocked=blocked)
+    return loaded
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -147,7 +152,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _run(args, spec, plan, pm, registry)
 
 
-def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
+def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
+         registry: Registry) -> int:
     from ssl_bench.harness.pipeline.runner import execute, log, write_leaderboard
     from ssl_bench.harness.pipeline.train import resolve_device
     from ssl_bench.harness.scale.launch import join_process_group, leave_process_group, relaunch
@@ -160,13 +166,12 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     if args.nproc and args.nproc > 1 and not args.dry_run:
         relaunch(args.argv, args.nproc)
     if args.dry_run:
-        results = out / "results"
+        folder = RunFolder(out)
         for job in (j for p in plan.pretrain_jobs for j in p.all_jobs()):
-            marker = "selection.json" if job.candidates else "encoder.pt"
-            state = "done" if (out / "artifacts" / job.key / marker).exists() else "todo"
+            state = "done" if folder.done_marker(job.key, select=job.kind == "select").exists() else "todo"
             print(f"[{state}] {job.describe()}")
         for ejob in plan.eval_jobs:
-            state = "done" if result_path(results, ejob.key).exists() else "todo"
+            state = "done" if folder.result(ejob.key).exists() else "todo"
             print(f"[{state}] {ejob.describe()}")
         return 0
     device = join_process_group(resolve_device(args.device))
@@ -177,8 +182,9 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     failed = execute(run)
     if is_main():
         print(write_leaderboard(run))
-        log(f"{spec.name}: {len(plan.eval_jobs) - failed} of {len(plan.eval_jobs)} evaluations recorded in {out / 'results'}, "
-            f"{failed} failed; {time.perf_counter() - t0:.1f} s; leaderboard in {out / 'leaderboard.md'}")
+        log(f"{spec.name}: {len(plan.eval_jobs) - failed} of {len(plan.eval_jobs)} evaluations recorded in "
+            f"{run.folder.results_dir}, {failed} failed; {time.perf_counter() - t0:.1f} s; "
+            f"leaderboard in {run.folder.leaderboard}")
     leave_process_group()
     return 1 if failed else 0
 
@@ -190,10 +196,12 @@ def _make_run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: plu
     data_root = args.data_root or Path(os.environ.get("BENCH_DATA_ROOT", "data"))
     cache = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ssl-bench"))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    return Run(spec, plan, registry, pm, out, device, DataContext(root=data_root, cache_dir=cache), progress=progress, **kw)
+    return Run(spec, plan, registry, pm, out, device, DataContext(root=data_root, cache_dir=cache), progress=progress,
+               **kw)
 
 
-def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager, registry: Registry) -> int:
+def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
+            registry: Registry) -> int:
     from ssl_bench.harness.pipeline.train import resolve_device
     from ssl_bench.harness.pipeline.worker import serve
     from ssl_bench.harness.scale.launch import launched_by_torchrun
@@ -202,7 +210,8 @@ def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: plugg
     if launched_by_torchrun():
         raise UsageError("bench worker runs one process per worker; start several workers instead of torchrun")
     if args.heartbeat <= 0 or args.stale_after <= args.heartbeat:
-        raise UsageError(f"--heartbeat {args.heartbeat} --stale-after {args.stale_after}: need 0 < heartbeat < stale-after")
+        raise UsageError(f"--heartbeat {args.heartbeat} --stale-after {args.stale_after}: "
+                         "need 0 < heartbeat < stale-after")
     out = args.out or Path("runs") / spec.name
     storage = open_storage(args.storage or str(out / DEFAULT_JOURNAL))
     run = _make_run(args, spec, plan, pm, registry, out, resolve_device(args.device), storage=storage)
@@ -211,7 +220,7 @@ def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: plugg
 
 
 def _schema(registry: Registry) -> dict[str, object]:
-    schema = BenchmarkSpec.model_json_schema()
+    schema: dict[str, object] = BenchmarkSpec.model_json_schema()
     schema["x-components"] = {
         kind: {name: registry.get(kind, name).Params.model_json_schema() for name in registry.names(kind)}
         for kind in COMPONENT_KINDS

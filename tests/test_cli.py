@@ -97,7 +97,8 @@ def test_leaderboard_regenerates_from_parquet_alone(tmp_path, write_toml, cli_en
     out = tmp_path / "out"
     bench("run", str(write_toml(TINY)), "--out", str(out), env=cli_env)
     target = tmp_path / "board.md"
-    proc = bench("leaderboard", str(out / "results"), "--output", str(target), "--title", "Leaderboard: tiny", env=cli_env)
+    proc = bench("leaderboard", str(out / "results"), "--output", str(target), "--title", "Leaderboard: tiny",
+                 env=cli_env)
     assert target.read_text() == (out / "leaderboard.md").read_text()
     assert proc.stdout.strip() == target.read_text().strip()
 

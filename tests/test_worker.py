@@ -236,7 +236,8 @@ def postgres_url():
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
                    check=True, capture_output=True)
     subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(datadir / "server.log"), "-w",
-                    "-o", f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+                    "-o", f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:

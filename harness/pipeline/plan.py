@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from ssl_bench.harness.pipeline.specs import (
     BenchmarkSpec,
@@ -59,9 +59,19 @@ class ResolvedDataset(Resolved):
         return name if self.train_size is None else f"{name}[{self.train_size}]"
 
 
+JobKind = Literal["run", "cell", "select", "snapshot"]
+"""What a :class:`PretrainJob` stands for:
+
+- ``run``: pretrain one method with one seed (also an untrained method's one-off encoder);
+- ``cell``: one grid cell of a pretraining sweep, pretrained like a run;
+- ``select``: a pretraining sweep: its ``candidates`` are the cells, it stands for the one chosen on validation data;
+- ``snapshot``: the encoder of run ``snapshot_of`` after ``snapshot_step`` optimizer steps.
+"""
+
+
 @dataclass(frozen=True)
 class PretrainJob:
-    """Pretrain one method with one seed."""
+    """One encoder to make: pretrain a method with one seed, pick a sweep's winner, or snapshot a run."""
 
     key: str
     method: Resolved
@@ -71,19 +81,23 @@ class PretrainJob:
     backbone: Resolved
     views: dict[str, Resolved]
     pretrain: PretrainSpec
+    kind: JobKind
+    """What the job stands for (see :data:`JobKind`); not part of the content key."""
     candidates: tuple[PretrainJob, ...] = ()
-    """For a pretraining sweep: one job per grid cell; this job stands for the winner."""
+    """For ``select``: one job per grid cell; this job stands for the winner."""
     hparams: tuple[tuple[str, float], ...] = ()
-    """The optimizer values of a sweep cell (empty outside sweeps)."""
+    """For a ``cell``: its optimizer values (empty otherwise)."""
     snapshot_of: PretrainJob | None = None
-    """For a snapshot: the run it is taken from (``snapshot_step`` optimizer steps in)."""
+    """For a ``snapshot``: the run it is taken from (``snapshot_step`` optimizer steps in)."""
     snapshot_step: int = 0
 
     def describe(self) -> str:
-        if self.snapshot_of is not None:
+        """One line of ``bench run --dry-run``."""
+        if self.kind == "snapshot":
+            assert self.snapshot_of is not None
             return (f"snapshot {self.key}  {self.label} seed={self.seed} after step {self.snapshot_step} of "
                     f"{self.snapshot_of.key}")
-        if self.candidates:
+        if self.kind == "select":
             return (f"select   {self.key}  {self.label} seed={self.seed}: best of {len(self.candidates)} by "
                     f"{self.pretrain.select} on validation data")
         cell = "".join(f" {k}={v}" for k, v in self.hparams)
@@ -110,7 +124,8 @@ class EvalJob:
 
     def describe(self) -> str:
         grid = " x ".join(f"{k}{list(v)}" for k, v in self.grid.items()) or "no sweep"
-        return f"eval     {self.key}  {self.pretrain.label} seed={self.pretrain.seed} {self.evaluator.name} on {self.dataset.display} ({grid}) <- {self.pretrain.key}"
+        return (f"eval     {self.key}  {self.pretrain.label} seed={self.pretrain.seed} {self.evaluator.name} on "
+                f"{self.dataset.display} ({grid}) <- {self.pretrain.key}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,8 @@ class Plan:
         return [e for e in self.eval_jobs if e.pretrain.key == job.key]
 
     def snapshots_of(self, job: PretrainJob) -> list[PretrainJob]:
-        return [j for j in self.pretrain_jobs if j.snapshot_of is not None and j.snapshot_of.key == job.key]
+        return [j for j in self.pretrain_jobs if j.kind == "snapshot" and j.snapshot_of is not None
+                and j.snapshot_of.key == job.key]
 
     def units(self) -> dict[str, Plan]:
         """The plan cut into independent units by run key: a run with its snapshots and their evaluations."""
@@ -142,7 +158,8 @@ def _dataset(registry: Registry, ref: DatasetRef, source: str, loc: str) -> Reso
     return ResolvedDataset(r.name, r.params, r.version, ref.train_size, ref.test_size, ref.train_split)
 
 
-def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int, pre: PretrainSpec) -> list[PretrainJob]:
+def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
+                   pre: PretrainSpec) -> list[PretrainJob]:
     """The pretraining jobs of method ``i`` at one point of the axes: a job per seed (with its sweep cells)."""
     m = spec.methods[i]
     method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
@@ -153,9 +170,10 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
                          f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
     method_cls = registry.get("methods", m.name)
     trains = method_cls.trains
-    cells: list[dict[str, float]] = [dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())] if trains and pre.sweep else []
+    cells: list[dict[str, float]] = ([dict(zip(pre.sweep, values)) for values in itertools.product(*pre.sweep.values())]
+                                     if trains and pre.sweep else [])
 
-    def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float]) -> PretrainJob:
+    def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float], kind: JobKind) -> PretrainJob:
         budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
         budget["views"] = {v: r.payload() for v, r in views.items()}
         payload = {"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
@@ -163,22 +181,23 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
                    "harness": harness_version()}  # an untrained method's budget changes nothing
         inputs = method_cls.fingerprint(method.params)
         key = content_key(payload | ({"inputs": inputs} if inputs else {}))
-        return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_,
+        return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_, kind=kind,
                            hparams=tuple(cell.items()))
 
     for seed in spec.seeds:
         if not cells:
-            run = make_job(seed, pre, {})
+            run = make_job(seed, pre, {}, "run")
             jobs.append(run)
             if trains and pre.epochs > 0:
                 jobs += [replace(run, key=content_key({"kind": "snapshot", "of": run.key, "step": step}),
-                                 snapshot_of=run, snapshot_step=step) for step in sorted(set(pre.snapshot_steps))]
+                                 kind="snapshot", snapshot_of=run, snapshot_step=step)
+                         for step in sorted(set(pre.snapshot_steps))]
             continue
-        candidates = tuple(make_job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c)
-                           for c in cells)
+        candidates = tuple(make_job(seed, pre.model_copy(update={"optimizer": pre.optimizer.model_copy(update=c)}), c,
+                                    "cell") for c in cells)
         key = content_key({"kind": "select", "candidates": [c.key for c in candidates], "select": pre.select,
                            "val_fraction": spec.val_fraction})
-        jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre,
+        jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre, kind="select",
                                 candidates=candidates))
     return jobs
 
@@ -192,7 +211,8 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
             known = {j.key for j in pretrain_jobs}  # axes an untrained method ignores collapse into one job
             pretrain_jobs += [j for j in _pretrain_jobs(spec, registry, source, i, pre) if j.key not in known]
     for j, ev in enumerate(spec.evaluations):
-        evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source, f"evaluations[{j}]")
+        evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source,
+                             f"evaluations[{j}]")
         cls = registry.get("evaluators", ev.name)
         grid = {k: tuple(v) for k, v in cls.search_space.items()} | {k: tuple(v) for k, v in ev.sweep.items()}
         metric = ev.metric or cls.selection_metric

@@ -2,11 +2,12 @@
 
 ``bench run FILE --shard i/n`` runs shard ``i`` (0-based) of ``n``. The unit of sharing is a
 pretraining job together with every evaluation of its encoder (a pretraining sweep counts as one
-job with all its cells, a run with its snapshots), so a shard never needs another shard's encoder. Units are dealt round robin
-in the order of their sorted content keys: every machine that expands the same benchmark file with
-the same profile computes the same shares, the shares differ in size by at most one unit, and their
-union is the whole plan. Each shard writes one Parquet file per finished evaluation, named by job
-key, so copying the ``results/`` folders of all shards into one folder merges them.
+job with all its cells, a run with its snapshots), so a shard never needs another shard's encoder.
+Units are dealt round robin in the order of their sorted content keys: every machine that expands
+the same benchmark file with the same profile computes the same shares, the shares differ in size by
+at most one unit, and their union is the whole plan. Each shard writes one Parquet file per finished
+evaluation, named by job key (``RunFolder.result``), so copying the ``results/`` folders of all
+shards into one folder merges them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def parse_shard(text: str) -> tuple[int, int]:
                          "(in a Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-3)")
     index, count = int(match.group(1)), int(match.group(2))
     if count < 1 or index >= count:
-        raise UsageError(f"--shard {text!r}: INDEX must be in 0..COUNT-1 and COUNT at least 1 "
-                         f"(shards are numbered from 0, so {count} shards are 0/{count} .. {max(count - 1, 0)}/{count})")
+        raise UsageError(f"--shard {text!r}: INDEX must be in 0..COUNT-1 and COUNT at least 1 (shards are numbered "
+                         f"from 0, so {count} shards are 0/{count} .. {max(count - 1, 0)}/{count})")
     return index, count
 
 

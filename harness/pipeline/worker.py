@@ -191,5 +191,5 @@ def serve(run: Run, storage: optuna.storages.BaseStorage, *, heartbeat_s: float 
         failed, ran = failed + n, ran + 1
     write_leaderboard(run)
     log(f"worker {queue.worker}: no jobs left; ran {ran}, {failed} evaluations failed; "
-        f"leaderboard in {run.out_dir / 'leaderboard.md'}")
+        f"leaderboard in {run.folder.leaderboard}")
     return failed

@@ -1,6 +1,7 @@
 """Parquet results: one row per metric value, one file per finished job, written atomically.
 
-The schema is versioned in code (:data:`SCHEMA_VERSION`). Files are named by job key, so a finished
+The schema is versioned in code (:data:`SCHEMA_VERSION`) and :func:`result_rows` builds its rows beside
+it. Files are named by job key (:meth:`ssl_bench.harness.record.layout.RunFolder.result`), so a finished
 job is found by its key and nothing is recorded twice.
 """
 
@@ -13,7 +14,7 @@ import subprocess
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,12 @@ import torch
 
 from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.record.atomic import atomic_write
+from ssl_bench.harness.record.layout import RunFolder
+
+if TYPE_CHECKING:
+    from ssl_bench.harness.pipeline.plan import EvalJob, PretrainJob
+    from ssl_bench.harness.pipeline.sweep import SweepOutcome
+    from ssl_bench.harness.pipeline.train import PretrainStats
 
 SCHEMA_VERSION = 2
 """2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it."""
@@ -66,8 +73,48 @@ SCHEMA = pa.schema([
 ])
 
 
+def result_rows(job: EvalJob, source: PretrainJob, stats: PretrainStats, outcome: SweepOutcome, *,
+                eval_wall_s: float, device: str, harness_version: str) -> list[dict[str, Any]]:
+    """The rows of a finished evaluation, one per metric, keyed by :data:`SCHEMA`'s names (less ``schema_version``).
+
+    Args:
+        job: the evaluation.
+        source: the pretraining job whose encoder was evaluated (``job.pretrain``, or its sweep's winner).
+        stats: what that pretraining reported.
+        outcome: the evaluator's sweep on validation data and its test metrics.
+        eval_wall_s: seconds the evaluation took.
+        device: the device's name (:func:`device_name`).
+        harness_version: the harness's version (``plugins.harness_version()``; the record layer imports no
+            contract module).
+    """
+    p = source
+    base = {
+        "benchmark": job.benchmark, "job_key": job.key, "pretrain_key": p.key, "method": p.method.name,
+        "label": p.label, "method_params": dumps(p.method.params.model_dump(mode="json")),
+        "backbone": p.backbone.name, "pretrain_dataset": p.dataset.display, "pretrain_epochs": p.pretrain.epochs,
+        "pretrain_steps": stats.steps,
+        "pretrain_total_steps": stats.steps_per_epoch * p.pretrain.epochs if p.kind == "snapshot" else stats.steps,
+        "pretrain_batch_size": stats.batch_size or p.pretrain.batch_size,
+        "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
+        "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
+        "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
+        "dataset": job.dataset.display,
+        "label_fraction": float(getattr(job.evaluator.params, "label_fraction", 1.0)), "seed": p.seed, "split": "test",
+        "hparams": dumps(outcome.hparams | {f"pretrain.{k}": v for k, v in p.hparams}), "trials": outcome.trials,
+        "val_score": outcome.val_score,
+        "eval_wall_s": eval_wall_s, "device": device,
+        "harness_version": harness_version, "status": "ok",
+        "plugin_versions": dumps({f"{kind}:{r.name}": r.version for kind, r in
+                                  (("method", p.method), ("backbone", p.backbone), ("dataset", p.dataset),
+                                   ("evaluator", job.evaluator))}),
+        **provenance(),
+    }
+    return [base | {"metric": m, "value": float(v)} for m, v in outcome.metrics.items()]
+
+
 def result_path(results_dir: Path, job_key: str) -> Path:
-    return results_dir / f"{job_key}.parquet"
+    """The rows file of ``job_key`` inside a bare results folder (in an output folder: ``RunFolder.result``)."""
+    return results_dir.joinpath(RunFolder.result_name(job_key))
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,17 +1,19 @@
-"""`pretrained`: an encoder loaded from a checkpoint instead of trained (seed 001's use).
+"""`pretrained`: an encoder loaded from a checkpoint instead of trained (the pretrained inference study's use).
 
-Seed 001 takes a SimCLR ResNet released by its authors, trained on ImageNet, and evaluates it on
-other datasets without any training. This method does the same for any backbone: the harness builds
-the benchmark's backbone, this method loads weights into it, and every evaluator then sees it as if
-it had been pretrained here. It never trains (``trains = False``).
+The pretrained inference study (benchmarks/pretrained_inference.toml) takes a SimCLR ResNet released by
+its authors, trained on ImageNet, and evaluates it on other datasets without any training. This method
+does the same for any backbone: the harness builds the benchmark's backbone, this method loads weights
+into it, and every evaluator then sees it as if it had been pretrained here. It never trains
+(``trains = False``).
 
 Where the weights come from (exactly one of):
     ``path`` = a file: a state dict saved with ``torch.save`` (``.pt``, ``.pth``, ``.pth.tar``), also
         when nested in a checkpoint (``{"state_dict": ...}``, ``{"model": ...}``, this harness's
         ``last.pt`` with ``{"method": ...}``): the mapping with the most tensors is used.
     ``path`` = a folder: an artifact folder of this harness (holding ``encoder.pt``), or the output
-        folder of another ``bench run``, with ``label`` (and ``seed``) naming the row whose encoder to
-        load, so one benchmark evaluates the encoders another one trained.
+        folder of another ``bench run`` (read through :class:`~ssl_bench.harness.RunFolder`), with
+        ``label`` (and ``seed``) naming the row whose encoder to load, so one benchmark evaluates the
+        encoders another one trained.
     ``torchvision`` = a weights name (``"ResNet50_Weights.IMAGENET1K_V2"``): torchvision's own
         release, read from torch's hub cache (``$TORCH_HOME/hub/checkpoints``); never downloaded here.
 
@@ -43,10 +45,17 @@ import torch
 from pydantic import model_validator
 from torch import Tensor
 
-from ssl_bench.harness import Backbone, Method, MethodParams, Register, hookimpl
-from ssl_bench.harness.data import file_fingerprint
-from ssl_bench.harness.errors import BenchError
-from ssl_bench.harness.record.results import read_rows
+from ssl_bench.harness import (
+    Backbone,
+    BenchError,
+    Method,
+    MethodParams,
+    Register,
+    RunFolder,
+    file_fingerprint,
+    hookimpl,
+    read_rows,
+)
 
 KNOWN_PREFIXES = ("module.", "encoder.", "backbone.", "encoder_q.", "online_network.", "model.", "net.")
 """Prefixes stripped from both sides before matching keys (DDP, MoCo, BYOL, timm / harness wrappers)."""
@@ -120,7 +129,10 @@ class LoadReport:
 
 
 def strip_prefixes(key: str) -> str:
-    """``key`` without any leading run of :data:`KNOWN_PREFIXES` (``module.encoder_q.conv1.weight`` -> ``conv1.weight``)."""
+    """``key`` without any leading run of :data:`KNOWN_PREFIXES`.
+
+    ``module.encoder_q.conv1.weight`` -> ``conv1.weight``.
+    """
     stripped = True
     while stripped:
         stripped = False
@@ -187,18 +199,20 @@ def resolve_path(params: Pretrained.Params) -> Path:
         return path
     if not path.is_dir():
         raise BenchError(f"pretrained: path {path}: no such file or folder")
-    if (path / "encoder.pt").is_file():
-        return path / "encoder.pt"
+    artifact = path / RunFolder.ENCODER  # an artifact folder itself
+    if artifact.is_file():
+        return artifact
     if params.label is None:
-        raise BenchError(f"pretrained: {path} is a folder without encoder.pt; give `label` to pick a "
+        raise BenchError(f"pretrained: {path} is a folder without {RunFolder.ENCODER}; give `label` to pick a "
                          "method of the run stored there")
-    rows = [r for r in read_rows([path / "results"]) if r.get("label") == params.label
+    run = RunFolder(path)
+    rows = [r for r in read_rows([run.results_dir]) if r.get("label") == params.label
             and (params.seed is None or r.get("seed") == params.seed)
             and (params.benchmark is None or r.get("benchmark") == params.benchmark)]
     runs = {(r["seed"], r["pretrain_key"]): r for r in rows}
     keys = sorted(runs)
     if not keys:
-        labels = sorted({str(r.get("label")) for r in read_rows([path / "results"])})
+        labels = sorted({str(r.get("label")) for r in read_rows([run.results_dir])})
         raise BenchError(f"pretrained: {path}: no results for label '{params.label}'"
                          f"{'' if params.seed is None else f' seed {params.seed}'}"
                          f"{'' if params.benchmark is None else f' of benchmark {params.benchmark}'}; labels there: "
@@ -207,11 +221,12 @@ def resolve_path(params: Pretrained.Params) -> Path:
         raise BenchError(f"pretrained: {path}: label '{params.label}' has seeds "
                          f"{', '.join(str(s) for s, _ in keys)}; set `seed`")
     if len(keys) > 1:
-        found = "; ".join(sorted({f"benchmark {r['benchmark']}: {r['pretrain_dataset']}, batch {r['pretrain_batch_size']}, "
-                                  f"{r['pretrain_steps']} steps" for r in runs.values()}))
+        found = "; ".join(sorted({f"benchmark {r['benchmark']}: {r['pretrain_dataset']}, "
+                                  f"batch {r['pretrain_batch_size']}, {r['pretrain_steps']} steps"
+                                  for r in runs.values()}))
         raise BenchError(f"pretrained: {path}: label '{params.label}' names {len(keys)} pretrainings ({found}); "
                          "set `benchmark` to the file whose run to load")
-    file = path / "artifacts" / keys[0][1] / "encoder.pt"
+    file = run.encoder(keys[0][1])
     if not file.is_file():
         raise BenchError(f"pretrained: {file}: missing (the run's artifacts were removed?)")
     return file

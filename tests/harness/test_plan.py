@@ -28,6 +28,7 @@ def test_plan_expands_methods_seeds_evaluations(write_toml, registry):
     linear = [e for e in plan.eval_jobs if e.evaluator.name == "linear"][0]
     assert linear.grid == {"lr": (0.1, 0.01), "weight_decay": (0.0,)}
     assert all(j.candidates == () for j in plan.pretrain_jobs)  # no sweep, no selection step
+    assert {j.kind for j in plan.pretrain_jobs} == {"run"}
 
 
 def test_keys_are_stable_and_defaults_resolved(write_toml, registry):
@@ -47,7 +48,8 @@ def test_one_parameter_changes_only_the_jobs_it_reaches(write_toml, registry):
 
 def test_checkpoint_cadence_and_budget_of_untrained_methods_do_not_change_keys(write_toml, registry):
     base_pre, _ = keys(plan_of(write_toml, registry, TINY))
-    pre, _ = keys(plan_of(write_toml, registry, TINY.replace("checkpoint_every_steps = 1", "checkpoint_every_steps = 9")))
+    pre, _ = keys(plan_of(write_toml, registry,
+                          TINY.replace("checkpoint_every_steps = 1", "checkpoint_every_steps = 9")))
     assert pre == base_pre
     plan = plan_of(write_toml, registry, TINY.replace("epochs = 1", "epochs = 2"))
     random_init = [j for j in plan.pretrain_jobs if j.method.name == "random_init"][0]
@@ -55,7 +57,8 @@ def test_checkpoint_cadence_and_budget_of_untrained_methods_do_not_change_keys(w
 
 
 def test_axes_expand_every_method_at_every_point(write_toml, registry):
-    text = TINY.replace("checkpoint_every_steps = 1", "checkpoint_every_steps = 1\naxes = { batch_size = [16, 32], train_size = [64, 128] }")
+    text = TINY.replace("checkpoint_every_steps = 1",
+                        "checkpoint_every_steps = 1\naxes = { batch_size = [16, 32], train_size = [64, 128] }")
     plan = plan_of(write_toml, registry, text)
     simclr = [j for j in plan.pretrain_jobs if j.method.name == "simclr"]
     points = sorted((j.pretrain.batch_size, j.dataset.train_size) for j in simclr)
@@ -77,9 +80,11 @@ def test_an_axis_point_equal_to_the_plain_setting_shares_its_key(write_toml, reg
 
 def test_train_split_enters_the_key_and_the_display_only_when_set(write_toml, registry):
     plain = plan_of(write_toml, registry, TINY)
-    text = TINY.replace("params = { n_train = 128, n_test = 64 } }", 'params = { n_train = 128, n_test = 64 }, train_split = "test" }')
+    text = TINY.replace("params = { n_train = 128, n_test = 64 } }",
+                        'params = { n_train = 128, n_test = 64 }, train_split = "test" }')
     other = plan_of(write_toml, registry, text)
     job = [j for j in other.pretrain_jobs if j.method.name == "simclr"][0]
     assert job.dataset.display == "shapes/test" and job.key not in keys(plain)[0]
-    explicit = TINY.replace("params = { n_train = 128, n_test = 64 } }", 'params = { n_train = 128, n_test = 64 }, train_split = "train" }')
+    explicit = TINY.replace("params = { n_train = 128, n_test = 64 } }",
+                            'params = { n_train = 128, n_test = 64 }, train_split = "train" }')
     assert keys(plan_of(write_toml, registry, explicit)) == keys(plain)

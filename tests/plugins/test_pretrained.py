@@ -168,7 +168,8 @@ def test_replacing_the_checkpoint_file_changes_the_job_key(tmp_path, write_toml)
     registry = collect(make_plugin_manager(load_entrypoints=False))
     file = tmp_path / "enc.pt"
     torch.save(small_backbone(0).state_dict(), file)
-    spec = TINY.split("[[methods]]")[0] + f'[[methods]]\nname = "pretrained"\nparams = {{ path = "{file}" }}\n\n[[evaluations]]\nname = "knn"\n'
+    spec = (TINY.split("[[methods]]")[0] + f'[[methods]]\nname = "pretrained"\nparams = {{ path = "{file}" }}\n\n'
+            '[[evaluations]]\nname = "knn"\n')
 
     def key():
         return make_plan(load_benchmark(write_toml(spec), registry=registry), registry).pretrain_jobs[0].key
