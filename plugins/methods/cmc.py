@@ -22,17 +22,15 @@ initialised instance of the same class. Both take 3 channels:
       minus colour. ``"l"`` feeds L* scaled to [-1, 1] in all three channels instead.
     - ab: (a*, b*, 0) / 110, scaled into about [-1, 1] (:data:`~ssl_bench.harness.kit.augment.lab.AB_SCALE`).
 The views arrive normalised with ImageNet statistics; they are mapped back to RGB in [0, 1]
-(:func:`denormalize`) before the conversion.
+(:func:`ssl_bench.harness.kit.pixels.denormalize`) before the conversion.
 
 Defaults and why: temperature 0.07 as [0]; in-batch negatives (a 10k-image CIFAR subset is seen
 only a few times in a short run, so bank rows would stay stale); 2-layer MLP heads to 128 dims
 (``head = "linear"`` is [0]'s linear embedding); views ``("crop_flip",)``: one random resized crop
 and flip whose colour is intact (``simclr``'s jitter and grayscale would corrupt the ab view, and
-[0] also takes both views from one crop); ``l_input = "grey"``. Measured on the 4-epoch CIFAR-10
-(10k) convnet_small budget of benchmarks/methods_cifar10_cpu.toml (kNN / linear top-1; random init
-36.6 / 41.0): temperature 0.07 gave 35.8 / 43.3, temperature 0.2 gave 40.3 / 46.5 (``l_input =
-"l"``: 37.7 / 45.0), so short runs set ``temperature = 0.2``. Evaluating that backbone on RGB rather
-than on grey images did not hurt (kNN 40.3 on RGB, 38.3 on grey).
+[0] also takes both views from one crop); ``l_input = "grey"``. Short runs set ``temperature =
+0.2``, which learns faster than 0.07 in a few epochs; the backbone trained on grey L views does not
+lose from being evaluated on RGB.
 
 Deviations from [0]:
     - [0] uses half-width encoders with 1 (L) and 2 (ab) input channels and evaluates the
@@ -54,29 +52,12 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_bench.harness import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    Batch,
-    BenchError,
-    Method,
-    MethodParams,
-    Register,
-    gather,
-    hookimpl,
-    normalize,
-)
+from ssl_bench.harness import Backbone, Batch, BenchError, Method, MethodParams, Register, gather, hookimpl, normalize
 from ssl_bench.harness.kit.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab
 from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.losses import info_nce
 from ssl_bench.harness.kit.momentum import ema_rows
-
-
-def denormalize(x: Tensor) -> Tensor:
-    """Inverse of :func:`ssl_bench.harness.data.normalize`: standardised (B, 3, H, W) -> RGB in [0, 1]."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x * std + mean).clamp(0, 1)
+from ssl_bench.harness.kit.pixels import denormalize
 
 
 def lab_views(x: Tensor, l_input: Literal["grey", "l"] = "grey") -> tuple[Tensor, Tensor]:
@@ -101,6 +82,8 @@ def lab_views(x: Tensor, l_input: Literal["grey", "l"] = "grey") -> tuple[Tensor
 def contrast(anchors: Tensor, candidates: Tensor, temperature: float, exclude: Tensor | None = None) -> Tensor:
     """Cross-entropy of each anchor picking candidate i (its positive) among all candidates.
 
+    :func:`~ssl_bench.harness.kit.losses.info_nce` on cosine similarities.
+
     Args:
         anchors: shape (N, D); L2-normalised here.
         candidates: shape (M, D), M >= N, row i the positive of anchor i; L2-normalised here.
@@ -110,10 +93,8 @@ def contrast(anchors: Tensor, candidates: Tensor, temperature: float, exclude: T
     Returns:
         Scalar loss, the mean over anchors.
     """
-    logits = F.normalize(anchors.float(), dim=1) @ F.normalize(candidates.float(), dim=1).T / temperature
-    if exclude is not None:
-        logits = logits.masked_fill(exclude, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=anchors.device))
+    return info_nce(F.normalize(anchors.float(), dim=1), F.normalize(candidates.float(), dim=1), temperature,
+                    exclude=exclude)
 
 
 def cmc_terms(z_l: Tensor, z_ab: Tensor, temperature: float, bank_l: Tensor | None = None,

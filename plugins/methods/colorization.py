@@ -28,14 +28,12 @@ Deviations from [0]:
       as the grey sRGB image of the same lightness (a = b = 0), repeated in 3 channels and
       normalised like evaluation input. At evaluation the backbone sees colour images ([0] feeds L).
       Grey inputs train only part of the first convolution's weights: the colour-opponent part
-      stays random and turns colour images into noise at evaluation (kNN 36.3 vs 36.6 of random
-      init at methods_cifar10_cpu's budget, yet 39.7 in a kNN check feeding the same encoder grey images).
-      So by default (``grey_stem``) the backbone's first 3-channel convolution is kept colour-blind:
-      after building and after every optimizer step each of its filters is projected onto
-      ``w[:, c] ∝ std_c`` (ImageNet std of channel c), which makes it respond to R + G + B of the
-      unnormalised image only. The saved backbone is then a grey-level network, as [0]'s, that sees
-      the intensity of colour images at evaluation (methods_cifar10_cpu budget: kNN 40.5, linear
-      45.2 top-1, vs 36.3 / 45.4 without it and 36.6 / 41.0 for random init).
+      stays random and turns colour images into noise at evaluation. So by default (``grey_stem``)
+      the backbone's first 3-channel convolution is kept colour-blind: after building and after
+      every optimizer step each of its filters is projected onto ``w[:, c] ∝ std_c`` (ImageNet std
+      of channel c), which makes it respond to R + G + B of the unnormalised image only. The saved
+      backbone is then a grey-level network, as [0]'s, that sees the intensity of colour images at
+      evaluation.
     - [0] predicts ab with a fully convolutional network; only the backbone's pooled feature vector
       (B, D) is available here, so the decoder is Linear -> (C, 4, 4) -> BN-ReLU -> bilinear upsample
       to (H/4, W/4) -> conv3x3-BN-ReLU -> conv1x1 to Q logits (or 2 values). The bottleneck forces
@@ -55,7 +53,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssl_bench.harness import (
-    IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
     Batch,
@@ -68,6 +65,7 @@ from ssl_bench.harness import (
     normalize,
 )
 from ssl_bench.harness.kit.augment import AB_SCALE, lab_to_rgb, rgb_to_lab
+from ssl_bench.harness.kit.pixels import denormalize as to_rgb
 
 Target = Literal["classification", "regression"]
 
@@ -134,13 +132,6 @@ def colour_decoder(in_dim: int, out_channels: int, channels: int, seed_size: int
         "refine": nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
                                 nn.ReLU(inplace=True), nn.Conv2d(channels, out_channels, 1)),
     })
-
-
-def to_rgb(images: Tensor) -> Tensor:
-    """Undo :func:`ssl_bench.harness.data.normalize`: (B, 3, H, W) -> sRGB in [0, 1]."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images * std + mean).clamp(0, 1)
 
 
 def first_rgb_conv(backbone: nn.Module) -> nn.Conv2d | None:

@@ -2,8 +2,8 @@
 
 - [0] Noroozi, Pirsiavash, Favaro. Representation Learning by Learning to Count. ICCV 2017,
   arXiv:1708.06734.
-- [1] Macar, Liu. Self-Supervised Learning for Computer Vision (seed study 003): the contrastive
-  term's weight had to be tuned (too small: all-zero features; too large: poor features).
+- [1] Macar, Liu. Self-Supervised Learning for Computer Vision (the pretext-tasks study): the
+  contrastive term's weight had to be tuned (too small: all-zero features; too large: poor features).
 
 A view x (B, C, S, S) gives four tiles T_1..T_4 x (quadrants, :func:`ssl_bench.harness.kit.augment.split_tiles`,
 no gaps) and a downsampled image D x of the tiles' size. The counting vector
@@ -21,21 +21,18 @@ Defaults and why:
     - ``resolution = "half"``, [0]'s sizes: the tiles are the view's quadrants at native resolution
       and D x the view downsampled to their size (16 px inputs for 32 px views). ``"view"`` takes the
       view as D of its 2x upsampling (D x = the view, tiles = its quadrants upsampled 2x), so the
-      backbone trains at the resolution it is evaluated at; on the CPU benchmark below it did worse
-      (kNN 32.2 / linear 42.5 vs 33.8 / 44.1) at 3-5x the cost (210 vs 710-1050 img/s, one thread).
+      backbone trains at the resolution it is evaluated at; it learned no better, at several times
+      the cost.
     - ``count_norm = True``: the counts are batch-normalised (no affine) before the final ReLU.
-      With [0]'s plain ReLU output every CPU trial (SGD, lr 0.3 to 0.01, contrast weight 1 to 4,
-      small or default init) fell into phi = 0 within 20 steps: the ReLUs die and the hinge has no
-      gradient left (seed study [1] reports days of tuning the contrast weight against the same
-      collapse). Normalised counts cannot all vanish.
+      With [0]'s plain ReLU output short runs fall into phi = 0: the ReLUs die and the hinge has no
+      gradient left (the pretext-tasks study [1] reports days of tuning the contrast weight against
+      the same collapse). Normalised counts cannot all vanish.
     - ``margin = 1000`` (M = 10 in [0]). [0]'s counts are a plain ReLU output whose scale the network
       sets, so M = 10 is a distance it can reach. Normalised counts have a fixed scale: at init the
       counts of two different images are already ~400 apart (median squared distance, 128 counts,
       convnet_small on CIFAR-10), so with M = 10 the hinge never acts and only the equivariance
-      term trains, which a few bits of content satisfy (kNN 24.65 / linear 30.9 on the CPU benchmark,
-      below random init's 36.6 / 41.0). M must exceed the typical distance for the contrast to act:
-      M = 100: 25.15 / 31.5, M = 1000: 28.3 / 39.2, M = 10000: 30.15 / 36.95 (all ``"view"``,
-      lr 0.3). Scale M with ``count_dim``.
+      term trains, which a few bits of content satisfy. M must exceed the typical distance for the
+      contrast to act. Scale M with ``count_dim``.
     - Contrast weight 1 as [0]; 128 counts (1000 in [0]) after a Linear-BN-ReLU-Linear head with
       512 hidden units (fc6-fc8 in [0]); a narrower head keeps CPU steps cheap.
     - The resampling filter (D, or the tiles' upsampling) is drawn per image among area, bilinear
@@ -45,18 +42,8 @@ Defaults and why:
       solutions of the relation but made features worse in short CPU trials.
     - Views ``("crop_flip",)``, the crops and flips [0] trains on.
 
-Known result: on the CPU CIFAR-10 benchmark (10k images, ``convnet_small``, 4 epochs; random init
-kNN 36.6, linear 41.0) these defaults with SGD lr 0.01 reach kNN 33.8 / linear 44.1, and 12 epochs
-33.0 / 43.75 (lr 0.003: 32.2 / 43.3; lr 0.03: 29.5 / 39.15; M = 3000: 31.3 / 40.95): the linear
-probe beats random init, kNN does not; on all 50k training images (4 epochs) the same: 37.2 / 45.7
-vs random init's 41.5 / 43.75. Centring or standardising the features before kNN does not close the
-gap (34.45 / 36.45 vs random init's 36.25 / 38.3), so it is not a shared feature direction. With
-[0]'s M = 10 (and ``"view"``, lr 0.3) the run ended at 24.65 / 30.9, 12 epochs at 26.0 / 32.1, and
-lr 0.05 or 0.01 did not help. Tried and dropped, at ``"view"``: colour jitter 0.4 (31.1 / 39.45 vs
-32.2 / 42.5 without); D x blurred to the tiles' resolution, so that sharpness could not tell D x
-from a tile (M = 1000, lr 0.3: 29.75 / 36.8 vs 28.3 / 39.2); a hinge against every other image of
-the batch instead of one (28.9 / 39.25). On 32 px images the relation is largely met by low-level
-statistics (colour, texture) rather than objects; [0] trains at 114 px on ImageNet.
+On 32 px images the relation is largely met by low-level statistics (colour, texture) rather than
+objects; [0] trains at 114 px on ImageNet.
 
 Deviations from [0]:
     - [0] crops 228 px and feeds 114 px images to AlexNet, and its counts are a plain ReLU output
@@ -76,21 +63,11 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_bench.harness import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    Batch,
-    Method,
-    MethodParams,
-    Register,
-    gather,
-    hookimpl,
-    normalize,
-)
-from ssl_bench.harness.kit.augment import color_jitter, split_tiles
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from ssl_bench.harness.kit.augment import split_tiles
 from ssl_bench.harness.kit.draws import new_draws, next_generator
 from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.pixels import jitter_normalized
 
 Filter = Literal["area", "bilinear", "bicubic"]
 FILTERS: tuple[Filter, ...] = ("area", "bilinear", "bicubic")
@@ -201,10 +178,7 @@ class Counting(Method):
         s = self.params.jitter_strength
         if s == 0:
             return images
-        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        rgb = (images * std + mean).clamp(0, 1)
-        return normalize(color_jitter(rgb, s, s, s, s / 4, self.params.jitter_p, generator=generator))
+        return jitter_normalized(images, s, self.params.jitter_p, generator=generator)
 
     def loss(self, batch: Batch) -> Tensor:
         """Counting loss of the view (B, C, S, S): one forward of 5B half-size images."""

@@ -55,21 +55,11 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_bench.harness import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    Batch,
-    Method,
-    MethodParams,
-    Register,
-    gather,
-    hookimpl,
-    normalize,
-    rank,
-)
-from ssl_bench.harness.kit.augment import color_jitter, random_grayscale
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl, rank
 from ssl_bench.harness.kit.draws import new_draws, next_generator
+from ssl_bench.harness.kit.losses import info_nce
+from ssl_bench.harness.kit.pixels import denormalize as denormalize  # re-export: it was defined here
+from ssl_bench.harness.kit.pixels import jitter_normalized
 
 
 def patch_grid(images: Tensor, patch_px: int, stride_px: int) -> Tensor:
@@ -94,6 +84,8 @@ def cpc_infonce(predictions: Sequence[Tensor], targets: Tensor, offsets: Sequenc
                 temperature: float | None = None) -> Tensor:
     """InfoNCE of [0, 1] over a grid: every prediction against every patch embedding of the batch.
 
+    :func:`~ssl_bench.harness.kit.losses.info_nce` with the positives' indices into the gathered targets.
+
     ``predictions[n][b, :, i, j]`` predicts ``targets[b, :, i + offsets[n], j]``; the negatives are all
     other entries of ``targets`` (every position of every image), gathered over processes. Scores
     are raw dot products, as in [0, 1], or cosine similarities over ``temperature`` when it is set.
@@ -115,17 +107,9 @@ def cpc_infonce(predictions: Sequence[Tensor], targets: Tensor, offsets: Sequenc
         preds.append(pred.permute(0, 2, 3, 1).reshape(-1, d))
         positives.append(index[:, k:, :].reshape(-1))
     queries = torch.cat(preds).float()
-    if temperature is not None:
+    if temperature is not None:  # the temperature scales the queries, before the dot products
         queries, bank = F.normalize(queries, dim=1) / temperature, F.normalize(bank, dim=1)
-    logits = queries @ bank.T
-    return F.cross_entropy(logits, torch.cat(positives))
-
-
-def denormalize(images: Tensor) -> Tensor:
-    """Inverse of :func:`ssl_bench.harness.data.normalize`, clamped to [0, 1]. Shape: (N, 3, H, W) kept."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images * std + mean).clamp_(0, 1)
+    return info_nce(queries, bank, None, positives=torch.cat(positives))
 
 
 class CausalConv(nn.Conv2d):
@@ -224,12 +208,9 @@ class CPCv2(Method):
         b, g = patches.shape[:2]
         x = patches.flatten(0, 2)
         s, gray = self.params.patch_jitter_strength, self.params.patch_grayscale_p
-        if s > 0 or gray > 0:
-            gen = next_generator(self.draws, x.device)
-            x = denormalize(x)
-            if s > 0:
-                x = color_jitter(x, s, s, s, s / 4, 0.8, generator=gen)
-            x = normalize(random_grayscale(x, gray, generator=gen) if gray > 0 else x)
+        if s > 0 or gray > 0:  # an op at 0 is skipped with its draws
+            x = jitter_normalized(x, s if s > 0 else None, 0.8, grayscale_p=gray if gray > 0 else None,
+                                  generator=next_generator(self.draws, x.device))
         if self.params.patch_resize_px is not None and self.params.patch_resize_px != x.shape[-1]:
             x = F.interpolate(x, size=self.params.patch_resize_px, mode="bilinear", align_corners=False)
         return self.backbone(x).reshape(b, g, g, -1).permute(0, 3, 1, 2)  # type: ignore[no-any-return]

@@ -17,29 +17,23 @@ Hamming distance from those chosen. Deterministic given ``permutation_seed``.
 
 Defaults: 1000 permutations (as [0]), 512 hidden units, per-tile colour jitter of strength 0.1, no
 per-tile standardisation, tiles at their cut size, views ``("identity",)`` (the method cuts its own
-tiles from the view). Why, measured on benchmarks/methods_cifar10_cpu.toml's budget (CIFAR-10 10k,
-convnet_small, 4 epochs; random init kNN 36.6 / linear 41.0 top-1):
+tiles from the view). Why:
 
-- The former defaults (100 permutations, jitter 0.4, standardised tiles) solved the puzzle (loss
-  0.75 of ln 100 = 4.6) yet fell below random init (kNN 30.3, linear 41.1): 100 permutations far
-  apart make an easy puzzle, solvable from low-level cues, and the features lost what random ones
-  keep. 1000 permutations alone: kNN 36.1; unstandardised tiles alone: kNN 37.2.
-- Standardising each tile trains on statistics that whole images never have at evaluation, and
-  strong jitter (saturation, hue) per tile teaches the features to drop colour, which carries much
-  of CIFAR-10's class information (a random encoder loses 4 kNN points on grey images). 1000
-  permutations without standardisation: kNN 37.7, linear 46.1 with jitter 0.4; 39.0 / 44.8 without
-  jitter; 39.0 / 45.2 with jitter 0.1 (the defaults).
-- Not the cause: the tile size. 8 px tiles leave 1x1 maps in convnet_small's last stage, but
-  tiles upsampled to the view's side (``tile_resize_px = "view"``, 9 passes of a 32 px image per
-  sample) gave kNN 31.1 with the former defaults, and re-estimating the batch-norm statistics on
-  whole images lowered kNN (33.2 -> 30.6 in a kNN check).
+- 1000 permutations: a hundred permutations far apart make an easy puzzle, solvable from low-level
+  cues, and the features lose what random ones keep.
+- No standardisation and mild jitter: standardising each tile trains on statistics that whole
+  images never have at evaluation, and strong jitter (saturation, hue) per tile teaches the features
+  to drop colour, which carries much of CIFAR-10's class information.
+- Tiles at their cut size: 8 px tiles leave 1x1 maps in convnet_small's last stage, yet upsampling
+  them to the view's side (``tile_resize_px = "view"``, 9 passes of a 32 px image per sample) is
+  costly and did not learn better.
 
 Deviations from [0]:
     - Algorithm 1 scores a candidate by the sum of its distances to the chosen set; by default
       (``selection = "max_min"``) the largest minimum distance wins, ties broken by the sum, which
       guarantees every pair is at least that far apart. ``"max_sum"`` is [0]'s rule.
     - [0] scans all 9! candidates; here ``candidate_pool`` random permutations are scanned (all of
-      them when (grid^2)! is not larger), which keeps building the method well under a second.
+      them when (grid^2)! is not larger), which keeps building the method cheap.
     - Tiles go through the whole backbone and its global pooling (fc6 per tile, fc7 and fc8 on the
       concatenation in [0]); ``tile_resize_px`` can upsample them for backbones that need bigger
       inputs ([0] feeds 64 px tiles cut from a 225 px crop).
@@ -62,20 +56,11 @@ from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from ssl_bench.harness import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    Batch,
-    Method,
-    MethodParams,
-    Register,
-    hookimpl,
-    normalize,
-)
-from ssl_bench.harness.kit.augment import color_jitter, permute_tiles, tile_grid
+from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness.kit.augment import permute_tiles, tile_grid
 from ssl_bench.harness.kit.draws import new_draws, next_generator
 from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.pixels import jitter_normalized
 
 Selection = Literal["max_min", "max_sum"]
 
@@ -136,13 +121,6 @@ def shuffle_tiles(tiles: Tensor, permutations: Tensor, *, generator: torch.Gener
     labels = torch.randint(len(permutations), (tiles.shape[0],), generator=generator, device=generator.device)
     labels = labels.to(tiles.device)
     return permute_tiles(tiles, permutations[labels]), labels
-
-
-def denormalize(images: Tensor) -> Tensor:
-    """Inverse of :func:`ssl_bench.harness.data.normalize`, clamped to [0, 1]. Shape: (B, 3, H, W) kept."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images * std + mean).clamp_(0, 1)
 
 
 def standardize_tiles(tiles: Tensor, eps: float = 1e-5) -> Tensor:
@@ -206,11 +184,9 @@ class Jigsaw(Method):
         """
         p = self.params
         tiles = tile_grid(images, p.grid, generator=generator)
-        if p.jitter_strength > 0:
-            s, shape = p.jitter_strength, tiles.shape
-            flat = denormalize(tiles.flatten(0, 1))
-            flat = color_jitter(flat, s, s, s, s / 4, p.jitter_p, generator=generator)
-            tiles = normalize(flat).reshape(shape)
+        if p.jitter_strength > 0:  # each tile on its own
+            flat = jitter_normalized(tiles.flatten(0, 1), p.jitter_strength, p.jitter_p, generator=generator)
+            tiles = flat.reshape(tiles.shape)
         tiles, labels = shuffle_tiles(tiles, self.permutations, generator=generator)
         if p.standardize_tiles:
             tiles = standardize_tiles(tiles)

@@ -44,11 +44,14 @@ from torch.nn import functional as F
 
 from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
 from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.losses import info_nce
 from ssl_bench.harness.kit.momentum import ema_update, frozen_copy
 
 
 def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
-    """InfoNCE of [0], eq. 1: each query against its key (index 0) and every queued negative.
+    """InfoNCE of [0], eq. 1: each query against its key (logit 0) and every queued negative.
+
+    :func:`~ssl_bench.harness.kit.losses.info_nce` with the keys as ``positive_keys``.
 
     Args:
         q: queries, shape (N, D); L2-normalised here.
@@ -60,12 +63,7 @@ def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Ten
         Scalar loss, the mean over the N queries.
     """
     q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1)
-    pos = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
-    neg = q @ queue.float().T  # (N, K)
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, targets)
+    return info_nce(q, queue.float(), temperature, positive_keys=F.normalize(k.float(), dim=1))
 
 
 class MoCoV2(Method):

@@ -16,18 +16,13 @@ optimizer step (``m <- normalise(0.5 m + 0.5 f)``, [0]). N negatives are random 
     L = lambda * L_NCE(m_I, g(v_I^t)) + (1 - lambda) * L_NCE(m_I, f(v_I))
 
 Defaults and why: in-batch negatives (``negatives = "batch"``, below), as CMC's plugin does: in a
-short run every bank row is refreshed once an epoch, so the rows are stale and the bank form learned
-nothing at the 4-epoch CIFAR-10 check (convnet_small, SGD lr 0.06, kNN / linear top-1, random init
-36.6 / 41.0): bank 36.9 / 43.0 (12 epochs: 34.5 / 42.6; without unwritten rows as negatives and with
-in-batch ones added: 33.0 / 41.9), batch 39.8 / 46.95 (at lr 0.3: 36.6 / 45.7). The figures on bank
-settings below were taken with the bank. Lambda 0.5, bank momentum 0.5, 128-d embeddings as [0];
-4096 bank negatives (32000 in [0]: CIFAR-scale sets have 10-50k images); views ("simclr",
-"crop_flip"): v_I with [0]'s image augmentation, the jigsaw cut from a separately cropped and
-flipped copy, colour jitter per tile (as [0]'s public code does). Temperature 0.2 and an MLP head
-(not [0]'s 0.07 and linear heads): in the 4-epoch CIFAR-10 check (convnet_small, SGD lr 0.06) linear
-heads at 0.07 ended below random init on kNN (31.2-33.6 vs 36.6), 0.2 with linear heads 33.8, 0.2
-with MLP heads 36.9 (linear probe 43.0 vs 41.0). Use SGD lr ~0.06 rather than 0.3 (0.3: kNN 27.1).
-Memory-bank methods need more epochs than a 4-epoch budget: each row is refreshed once per epoch.
+short run every bank row is refreshed only once an epoch, so the bank's rows are stale. Lambda 0.5,
+bank momentum 0.5, 128-d embeddings as [0]; 4096 bank negatives (32000 in [0]: CIFAR-scale sets have
+10-50k images); views ("simclr", "crop_flip"): v_I with [0]'s image augmentation, the jigsaw cut from
+a separately cropped and flipped copy, colour jitter per tile (as [0]'s public code does).
+Temperature 0.2 and an MLP head (not [0]'s 0.07 and linear heads): they learn better in short
+CIFAR-10 runs, as does SGD lr ~0.06 rather than 0.3. Memory-bank methods need more epochs than a
+4-epoch budget: each row is refreshed once per epoch.
 
 Deviations from [0]:
     - ``negatives = "batch"`` (default): no memory bank; eq. 5 becomes the symmetric InfoNCE between
@@ -45,7 +40,7 @@ Deviations from [0]:
       a sample's own bank row is masked out of its negatives (D_N is a subset of D minus {I}).
     - ``fresh_positive`` (default): the positive m_I is the bank row after this step's EMA with the
       detached f(v_I), normalise(0.5 m_I + 0.5 f(v_I)); [0] (``False``) uses the row before it, one
-      epoch stale. At 4 CIFAR epochs the two tie (kNN 36.9 vs 36.2, linear 43.0 vs 43.2).
+      epoch stale.
     - Bank rows not yet written (the first epoch) take the sample's own detached f(v_I) as m_I, and
       their first update writes f(v_I) instead of mixing it with the random initial row.
     - The tile pass normalises by its own batch statistics but does not update batch-norm running
@@ -67,30 +62,13 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_bench.harness import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    Batch,
-    BenchError,
-    Method,
-    MethodParams,
-    Register,
-    gather,
-    hookimpl,
-    normalize,
-    rank,
-)
-from ssl_bench.harness.kit.augment import (
-    color_jitter,
-    permute_tiles,
-    random_grayscale,
-    random_permutations,
-    tile_grid,
-)
+from ssl_bench.harness import Backbone, Batch, BenchError, Method, MethodParams, Register, gather, hookimpl, rank
+from ssl_bench.harness.kit.augment import permute_tiles, random_permutations, tile_grid
 from ssl_bench.harness.kit.draws import draw_seed, new_draws, next_generator
 from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.losses import info_nce
 from ssl_bench.harness.kit.momentum import ema_rows
+from ssl_bench.harness.kit.pixels import jitter_normalized
 
 Objective = Literal["infonce", "nce"]
 
@@ -101,7 +79,8 @@ def pirl_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
 
     ``"nce"``: eq. 3-4 of [0], h(s) = e^(s/t) / (e^(s/t) + N * Z), Z the mean of e^(s/t) over the
     batch's negatives (detached); loss = -log h(s+) - sum_neg log(1 - h(s-)). ``"infonce"``:
-    -log(e^(s+/t) / (e^(s+/t) + sum_neg e^(s-/t))). s is the cosine similarity.
+    -log(e^(s+/t) / (e^(s+/t) + sum_neg e^(s-/t))), :func:`~ssl_bench.harness.kit.losses.info_nce`
+    with the positives as ``positive_keys``. s is the cosine similarity.
 
     Args:
         query: embeddings, shape (B, D); L2-normalised here.
@@ -115,25 +94,16 @@ def pirl_nce(query: Tensor, positive: Tensor, negatives: Tensor, temperature: fl
         Scalar loss, the mean over the B queries.
     """
     q = F.normalize(query.float(), dim=1)
-    pos = (q * F.normalize(positive.float(), dim=1)).sum(1) / temperature  # (B,)
-    neg = q @ F.normalize(negatives.float(), dim=1).T / temperature  # (B, N)
-    keep = torch.ones_like(neg, dtype=torch.bool) if neg_mask is None else neg_mask
+    m, negs = F.normalize(positive.float(), dim=1), F.normalize(negatives.float(), dim=1)
     if objective == "infonce":
-        logits = torch.cat([pos[:, None], neg.masked_fill(~keep, float("-inf"))], dim=1)
-        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+        return info_nce(q, negs, temperature, positive_keys=m, exclude=None if neg_mask is None else ~neg_mask)
+    pos = (q * m).sum(1) / temperature  # (B,)
+    neg = q @ negs.T / temperature  # (B, N)
+    keep = torch.ones_like(neg, dtype=torch.bool) if neg_mask is None else neg_mask
     kept = neg.detach()[keep]
     log_c = (torch.logsumexp(kept, 0) - torch.log(kept.new_tensor(kept.numel())) + torch.log(
         kept.new_tensor(neg.shape[1]))) if kept.numel() else neg.new_zeros(())
     return (F.softplus(log_c - pos) + (F.softplus(neg - log_c) * keep).sum(1)).mean()
-
-
-def _jitter_tiles(tiles: Tensor, strength: float, p: float, gray_p: float, g: torch.Generator) -> Tensor:
-    """Colour-jitter and grey each normalised tile (B, N, C, t, t) on its own; shape kept."""
-    mean = tiles.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = tiles.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    flat = (tiles.flatten(0, 1) * std + mean).clamp_(0, 1)
-    flat = color_jitter(flat, strength, strength, strength, strength / 4, p, generator=g)
-    return normalize(random_grayscale(flat, gray_p, generator=g)).reshape(tiles.shape)
 
 
 @contextmanager
@@ -213,8 +183,10 @@ class PIRL(Method):
         """Cut, jitter and shuffle tiles of normalised images (B, C, H, W) -> (B, grid^2, C, t, t)."""
         p = self.params
         tiles = tile_grid(images, p.grid, generator=generator)
-        if p.jitter_strength > 0 or p.grayscale_p > 0:
-            tiles = _jitter_tiles(tiles, p.jitter_strength, p.jitter_p, p.grayscale_p, generator)
+        if p.jitter_strength > 0 or p.grayscale_p > 0:  # each tile on its own; both ops draw even at 0
+            flat = jitter_normalized(tiles.flatten(0, 1), p.jitter_strength, p.jitter_p,
+                                     grayscale_p=p.grayscale_p, generator=generator)
+            tiles = flat.reshape(tiles.shape)
         perms = random_permutations(len(tiles), p.grid**2, generator=generator)
         return permute_tiles(tiles, perms)
 

@@ -4,9 +4,10 @@
   Representations. ICML 2020, arXiv:2002.05709.
 
 Defaults: temperature 0.5 and a 2-layer MLP head (hidden = feature dim, output 128), as [0] used for
-CIFAR-10 (appendix B.9). Seed 000 of the studies uses temperature 0.7; seed 002 a 2048-d output.
-Study variants are views, not code: v1 = ("simclr", "simclr"), v2.1 = ("simclr", "jigsaw_2x2"),
-v2.2 = ("simclr+jigsaw_2x2", "jigsaw_2x2").
+CIFAR-10 (appendix B.9). The transfer study uses temperature 0.7, the SimCLR-vs-RotNet study a
+2048-d output. Study variants are views, not code: v1 = ("simclr", "simclr"), v2.1 = ("simclr",
+"jigsaw_2x2"), v2.2 = ("simclr+jigsaw_2x2", "jigsaw_2x2"). The loss is
+:func:`ssl_bench.harness.kit.losses.nt_xent`.
 
 Deviations from [0]: the optimizer is chosen by the benchmark file (LARS in [0]); negatives come from
 the global batch through :func:`harness.gather` exactly as in [0], but batch norm is not synchronised
@@ -17,34 +18,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 from pydantic import Field
 from torch import Tensor
-from torch.nn import functional as F
 
 from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
 from ssl_bench.harness.kit.heads import mlp_head
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
-    """Normalised-temperature cross-entropy of [0], eq. 1, averaged over all 2N anchors.
-
-    Row i of ``z1`` and row i of ``z2`` are a positive pair; every other row of both is a negative.
-
-    Args:
-        z1: embeddings of the first views, shape (N, D).
-        z2: embeddings of the second views, shape (N, D).
-        temperature: softmax temperature (> 0).
-
-    Returns:
-        Scalar loss.
-    """
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = z1.shape[0]
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
+from ssl_bench.harness.kit.losses import nt_xent
 
 
 class SimCLR(Method):
@@ -56,7 +35,7 @@ class SimCLR(Method):
         views: tuple[str, str] = ("simclr", "simclr")
         """The two augmentation pipelines (v1: simclr + simclr)."""
         temperature: Annotated[float, Field(gt=0)] = 0.5
-        """Softmax temperature of NT-Xent ([0] uses 0.5 on CIFAR-10; seed 000 uses 0.7)."""
+        """Softmax temperature of NT-Xent ([0] uses 0.5 on CIFAR-10; the transfer study 0.7)."""
         proj_hidden_dim: Annotated[int, Field(gt=0)] | None = None
         """Hidden width of the projection MLP; None = the backbone's feature dimension, as in [0]."""
         proj_dim: Annotated[int, Field(gt=0)] = 128
