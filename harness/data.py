@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ssl_bench.harness.errors import DataError
 from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write, atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,6 +116,29 @@ class ImageSet:
             yield self.batch(idx, device)
 
 
+def check_labelled(data: ImageSet, where: str) -> None:
+    """Raise DataError unless ``data`` can be scored: int64 labels within its classes, two classes or more.
+
+    Args:
+        data: a split an evaluator fits or scores.
+        where: names the split in the message (e.g. ``"cifar10 test split"``).
+    """
+    labels = data.labels
+    if labels.dtype != torch.int64:
+        raise DataError(f"{where}: labels are {labels.dtype}, not int64 class indices")
+    if len(labels) == 0:
+        raise DataError(f"{where}: no rows")
+    bad = ((labels < 0) | (labels >= data.num_classes)).nonzero()
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"{where}: label {int(labels[row])} at row {row} is outside 0..{data.num_classes - 1} "
+                        f"({data.num_classes} classes); {len(bad)} row(s) are out of range")
+    present = torch.unique(labels)
+    if len(present) < 2:
+        name = data.classes[int(present[0])]
+        raise DataError(f"{where}: every row is of one class ('{name}'); accuracy on it would mean nothing")
+
+
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Split positions into (rest, part) with ``part`` holding ``fraction`` of every class.
 
@@ -154,7 +178,7 @@ def resize_uint8(images: Tensor, size: int) -> Tensor:
     if images.shape[-2:] == (size, size):
         return images
     out = []
-    for chunk in images.split(1024):  # type: ignore[no-untyped-call]
+    for chunk in images.split(1024):
         x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)

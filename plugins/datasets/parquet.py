@@ -61,6 +61,9 @@ def _read_split(file: Path, image_column: str, label_column: str, image_size: in
         column = pc.struct_field(column, "bytes")
     if table.column(label_column).null_count or (column.null_count and on_corrupt == "error"):
         raise DataError(f"{file}: null values in column '{image_column}' or '{label_column}'")
+    label_type = table.column(label_column).type
+    if not pa.types.is_integer(label_type):  # a float label would be truncated, a string one cannot be cast
+        raise DataError(f"{file}: column '{label_column}' holds {label_type} values; class labels must be integers")
 
     def where(i: int) -> str:
         return f"{file}: row {i}" + (f" (path {paths[i]})" if paths and paths[i] else "")
