@@ -97,9 +97,9 @@ class Backbone(nn.Module):
     """An encoder: ``forward(x)`` maps normalised images (B, C, H, W) to features (B, feature_dim).
 
     A backbone lists its stages (input to output) in :meth:`stage_modules`, so evaluators can freeze
-    the first K of them with :meth:`freeze_stages` (seed 003 freezes AlexNet up to conv3). A backbone
-    registered under a family name ending in ``":"`` (``"timm:"``) builds its members by name through
-    :meth:`variant` (``"timm:resnet18"``).
+    the first K of them with :meth:`freeze_stages` (the pretext-tasks study freezes AlexNet up to
+    conv3). A backbone registered under a family name ending in ``":"`` (``"timm:"``) builds its
+    members by name through :meth:`variant` (``"timm:resnet18"``).
     """
 
     name: ClassVar[str]

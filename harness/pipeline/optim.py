@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules of the studies, built from the benchmark file.
 
-SGD (momentum, Nesterov), Adam, AdamW and LARS; constant, step (seed 000: x0.9 every 10 epochs) and
-cosine schedules, each with optional linear warm-up, evaluated per optimizer step.
+SGD (momentum, Nesterov), Adam, AdamW and LARS; constant, step (the transfer study: x0.9 every 10
+epochs) and cosine schedules, each with optional linear warm-up, evaluated per optimizer step.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def lr_factor(spec: ScheduleSpec, step: int, total_steps: int, steps_per_epoch: 
     if spec.name == "step":
         return float(spec.gamma ** math.floor(step / (spec.step_epochs * steps_per_epoch)))
     progress = (step - warmup) / max(1, total_steps - warmup)
-    floor = spec.final_lr_fraction
+    floor: float = spec.final_lr_fraction
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 

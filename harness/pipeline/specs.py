@@ -54,7 +54,7 @@ class DatasetRef(ComponentRef):
 
 
 class OptimizerSpec(Spec):
-    """The pretraining optimizer (seed 000: SGD momentum 0.9; SimCLR's paper: LARS)."""
+    """The pretraining optimizer (the transfer study: SGD momentum 0.9; SimCLR's paper: LARS)."""
 
     name: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
     """Optimizer."""
@@ -76,7 +76,7 @@ class ScheduleSpec(Spec):
     """Learning-rate schedule, stepped every optimizer step."""
 
     name: Literal["constant", "step", "cosine"] = "cosine"
-    """constant; step (lr * gamma every step_epochs, seed 000: x0.9 every 10 epochs); cosine."""
+    """constant; step (lr * gamma every step_epochs, the transfer study: x0.9 every 10 epochs); cosine."""
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     """Linear warm-up from 0, in epochs."""
     step_epochs: Annotated[float, Field(gt=0)] = 10.0
@@ -114,11 +114,13 @@ class PretrainSpec(Spec):
     """Steps between resumable checkpoints (not part of the job key: it does not change results)."""
     axes: dict[Literal["batch_size", "epochs", "train_size"], list[Annotated[int, Field(gt=0)]]] = {}
     """Study axes: every method is pretrained at every combination of these values, each its own row
-    (seed 002: batch sizes; seed 003: pretraining subset sizes ``train_size``, class-balanced and nested)."""
+    (the SimCLR-vs-RotNet study: batch sizes; the pretext-tasks study: pretraining subset sizes
+    ``train_size``, class-balanced and nested)."""
     snapshot_steps: list[Annotated[int, Field(gt=0)]] = []
-    """Also evaluate each run's encoder as it was after these optimizer steps (seed 002's accuracy vs
-    steps from one run: the schedule is the full run's, not a shorter run's). Saved while the run trains;
-    asked for after a run finished, a snapshot is made by replaying the run (deterministic) up to its step."""
+    """Also evaluate each run's encoder as it was after these optimizer steps (the SimCLR-vs-RotNet
+    study's accuracy vs steps from one run: the schedule is the full run's, not a shorter run's). Saved
+    while the run trains; asked for after a run finished, a snapshot is made by replaying the run
+    (deterministic) up to its step."""
 
     @model_validator(mode="after")
     def _snapshots_of_one_run(self) -> PretrainSpec:
@@ -211,7 +213,8 @@ def raise_validation(source: str, err: ValidationError, prefix: tuple[str | int,
     lines = []
     for e in err.errors():
         loc = format_loc(prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)))
-        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict) else ""
+        got = (f" (got {e['input']!r})"
+               if e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict) else "")
         lines.append(f"{loc}: {e['msg']}{got}")
     first, *rest = lines
     loc, _, msg = first.partition(": ")
@@ -236,7 +239,8 @@ def load_benchmark(path: str | Path, profile: str | None = None, registry: Regis
     if profile is not None:
         profiles = raw.get("profiles", {})
         if profile not in profiles:
-            raise SpecError(source, "profiles", f"no profile '{profile}'; available: {', '.join(sorted(profiles)) or '(none)'}")
+            raise SpecError(source, "profiles",
+                            f"no profile '{profile}'; available: {', '.join(sorted(profiles)) or '(none)'}")
         raw = deep_merge(raw, profiles[profile])
     try:
         spec = BenchmarkSpec.model_validate(raw)
@@ -282,7 +286,8 @@ def resolve(registry: Registry, kind: str, ref: ComponentRef, source: str, loc: 
     try:
         return cls.Params.model_validate(ref.params)
     except ValidationError as err:
-        prefix = tuple(int(p) if p.isdigit() else p for p in loc.replace("[", ".").replace("]", "").split(".")) + ("params",)
+        prefix = tuple(int(p) if p.isdigit() else p
+                       for p in loc.replace("[", ".").replace("]", "").split(".")) + ("params",)
         raise_validation(source, err, prefix)
 
 
@@ -302,26 +307,32 @@ def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) ->
     """Check every component name and params against the registry, and the views and sweeps."""
     for i, method in enumerate(spec.methods):
         pre = method_pretrain(spec, i, source)
-        params = resolve(registry, "methods", ComponentRef(name=method.name, params=method.params), source, f"methods[{i}]")
+        params = resolve(registry, "methods", ComponentRef(name=method.name, params=method.params), source,
+                         f"methods[{i}]")
         where = f"methods[{i}].pretrain" if method.pretrain else "pretrain"
         for view in getattr(params, "views", ()):
             if view in pre.augmentations:
                 resolve(registry, "augmentations", pre.augmentations[view], source, f"{where}.augmentations.{view}")
             elif view not in registry.names("augmentations"):
-                raise SpecError(source, f"methods[{i}].params.views", str(UnknownComponentError("augmentation", view, registry.names("augmentations"))))
+                raise SpecError(source, f"methods[{i}].params.views",
+                                str(UnknownComponentError("augmentation", view, registry.names("augmentations"))))
         resolve(registry, "datasets", pre.dataset, source, f"{where}.dataset")
         if pre.sweep:
             evaluator, _, metric = pre.select.partition(".")
             if evaluator not in registry.names("evaluators") or not metric:
-                raise SpecError(source, f"{where}.select", f"expected '<evaluator>.<metric>' with a registered evaluator "
+                raise SpecError(source, f"{where}.select",
+                                f"expected '<evaluator>.<metric>' with a registered evaluator "
                                 f"({', '.join(registry.names('evaluators'))}), got '{pre.select}'")
         resolve(registry, "backbones", pre.backbone, source, f"{where}.backbone")
     for j, evaluation in enumerate(spec.evaluations):
-        resolve(registry, "evaluators", ComponentRef(name=evaluation.name, params=evaluation.params), source, f"evaluations[{j}]")
+        resolve(registry, "evaluators", ComponentRef(name=evaluation.name, params=evaluation.params), source,
+                f"evaluations[{j}]")
         evaluator_cls = registry.get("evaluators", evaluation.name)
         allowed = set(evaluator_cls.search_space) | set(evaluator_cls.sweepable)
         for key in evaluation.sweep:
             if key not in allowed:
-                raise SpecError(source, f"evaluations[{j}].sweep.{key}", f"'{evaluation.name}' cannot sweep '{key}'; it sweeps: {', '.join(sorted(allowed)) or '(nothing)'}")
+                raise SpecError(source, f"evaluations[{j}].sweep.{key}",
+                                f"'{evaluation.name}' cannot sweep '{key}'; "
+                                f"it sweeps: {', '.join(sorted(allowed)) or '(nothing)'}")
         for k, ds in enumerate(eval_datasets(spec, evaluation)):
             resolve(registry, "datasets", ds, source, f"evaluations[{j}].datasets[{k}]")

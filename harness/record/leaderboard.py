@@ -10,8 +10,9 @@ Metrics named ``<family>_<param><number>`` (``fgsm_eps0.031``, ``blur_s2``) are 
 each family gets its own table (one column per value) and a plot. When figures are asked for, a
 section also plots what its rows vary: pretraining loss per epoch, accuracy against the label
 fraction, the pretraining steps, the batch size and the pretraining set size, and tabulates the
-sensitivity to pretraining size (seed 003: the std of accuracy across sizes, averaged over the
-downstream datasets). ``notes`` add one line of findings under a section or a table.
+sensitivity to pretraining size (the pretext-tasks study's measure: the std of accuracy across sizes,
+averaged over the downstream datasets). ``notes`` add one line of findings under a section or a table,
+and one paragraph per component (``[methods]``, ``[backbones]``, ...: see :data:`NOTE_KINDS`) at the end.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ssl_bench.harness.record import plots
 from ssl_bench.harness.errors import SpecError
+from ssl_bench.harness.record import plots
 from ssl_bench.harness.record.atomic import atomic_write_text
 from ssl_bench.harness.record.report import Block, Heading, Image, Table, Text, to_html, to_markdown
 
@@ -45,6 +46,10 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042)
 """Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)."""
 SIZE = re.compile(r"^(?P<name>.*)\[(?P<size>\d+)\]$")
+NOTE_KINDS = {"methods": "Method notes", "evaluators": "Evaluator notes", "backbones": "Backbone notes",
+              "datasets": "Dataset notes", "augmentations": "Augmentation notes"}
+"""Tables of the notes file that are not benchmarks: component kind -> the heading of its section at the end.
+Each holds ``<registered name> = "..."``, one string per component (what was measured choosing its defaults)."""
 
 Row = dict[str, Any]
 Notes = Mapping[str, Mapping[str, str]]
@@ -91,7 +96,8 @@ def pretraining(r: Row) -> str:
     if r["pretrain_steps"] < total:  # a snapshot taken during a longer run
         return (f"{r['pretrain_dataset']}, step {r['pretrain_steps']} of {r['pretrain_epochs']} ep ({total} steps), "
                 f"batch {r['pretrain_batch_size']}")
-    return f"{r['pretrain_dataset']}, {r['pretrain_epochs']} ep ({r['pretrain_steps']} steps), batch {r['pretrain_batch_size']}"
+    return (f"{r['pretrain_dataset']}, {r['pretrain_epochs']} ep ({r['pretrain_steps']} steps), "
+            f"batch {r['pretrain_batch_size']}")
 
 
 def _by_variant(rows: list[Row]) -> dict[tuple[str, str, int, int, int], list[Row]]:
@@ -132,7 +138,8 @@ def table(rows: list[Row]) -> Table:
 
 def curves(rows: list[Row]) -> dict[tuple[str, str], dict[str, dict[float, list[float]]]]:
     """(family, param) -> variant label -> value -> metric values over seeds."""
-    out: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    out: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
         m = CURVE.match(r["metric"])
         if m:
@@ -230,7 +237,7 @@ def trends(benchmark: str, rows: list[Row], figures: Figures) -> list[Block]:
     if sensitivity:
         evaluators = sorted({e for per in sensitivity.values() for e in per})
         blocks += [Text("Sensitivity to pretraining size: std of top-1 across pretraining sizes, averaged over the "
-                        "downstream datasets (seed 003's measure; lower = more stable)."),
+                        "downstream datasets (the pretext-tasks study's measure; lower = more stable)."),
                    Table(["Method", *evaluators],
                          [[label, *(f"{statistics.fmean(per[e]):.2f}" if per.get(e) else "" for e in evaluators)]
                           for label, per in sorted(sensitivity.items())])]
@@ -281,24 +288,37 @@ def build(rows: Iterable[Row], title: str = "Leaderboard", notes: Notes | None =
              "Student-t interval of the mean; hyper-parameters were chosen on a validation split carved "
              "from the training split."),
     ]
+    notes = notes or {}
     if not rows:
-        return blocks + [Text("No results yet.")]
+        return blocks + [Text("No results yet.")] + component_notes(notes)
     by_benchmark: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         by_benchmark[r["benchmark"]].append(r)
     for benchmark in sorted(by_benchmark):
-        blocks += section(benchmark, by_benchmark[benchmark], (notes or {}).get(benchmark, {}),
-                          figures or Figures(None, None))
+        found = {} if benchmark in NOTE_KINDS else notes.get(benchmark, {})  # a component table is not a study's
+        blocks += section(benchmark, by_benchmark[benchmark], found, figures or Figures(None, None))
+    return blocks + component_notes(notes)
+
+
+def component_notes(notes: Notes) -> list[Block]:
+    """A section per component kind of :data:`NOTE_KINDS` in ``notes``: one paragraph per component, by name."""
+    blocks: list[Block] = []
+    for kind, heading in NOTE_KINDS.items():
+        if notes.get(kind):
+            blocks.append(Heading(2, heading))
+            blocks += [Text(f"**{name}**: {text}") for name, text in sorted(notes[kind].items())]
     return blocks
 
 
 def render(rows: Iterable[Row], title: str = "Leaderboard", notes: Notes | None = None) -> str:
     """The leaderboard as Markdown, without figures."""
-    return to_markdown(build(rows, title, notes))
+    markdown: str = to_markdown(build(rows, title, notes))
+    return markdown
 
 
 def read_notes(path: Path) -> dict[str, dict[str, str]]:
-    """Findings from a TOML file: ``[<benchmark>]`` tables of ``study = "..."`` and ``"<table heading>" = "..."``."""
+    """Findings from a TOML file: ``[<benchmark>]`` tables of ``study = "..."`` and ``"<table heading>" = "..."``;
+    ``[methods]`` (and the other tables of :data:`NOTE_KINDS`) of ``<registered name> = "..."``."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -306,7 +326,8 @@ def read_notes(path: Path) -> dict[str, dict[str, str]]:
         raise SpecError(str(path), "", f"cannot read the notes file ({exc})") from None
     for benchmark, table_ in data.items():
         if not isinstance(table_, dict) or not all(isinstance(v, str) for v in table_.values()):
-            raise SpecError(str(path), benchmark, "expected a table of strings (study = \"...\", \"<table heading>\" = \"...\")")
+            raise SpecError(str(path), benchmark,
+                            "expected a table of strings (study = \"...\", \"<table heading>\" = \"...\")")
     return data
 
 
@@ -321,7 +342,7 @@ def publish(rows: Iterable[Row], *, title: str, output: Path | None = None, html
     found = read_notes(notes) if notes else {}
     anchor = output or html
     folder = figures or (anchor.parent / "figures" if anchor else None)
-    markdown = to_markdown(build(rows, title, found, Figures(folder, output.parent if output else None)))
+    markdown: str = to_markdown(build(rows, title, found, Figures(folder, output.parent if output else None)))
     if output:
         atomic_write_text(output, markdown)
     if html:

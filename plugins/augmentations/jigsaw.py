@@ -1,4 +1,4 @@
-"""The 2 x 2 jigsaw shuffle of seed study 000, alone and after the SimCLR pipeline.
+"""The 2 x 2 jigsaw shuffle of the transfer study, alone and after the SimCLR pipeline.
 
 SimCLR "v2.1" pairs a ``simclr`` view with a ``jigsaw_2x2`` view; "v2.2" pairs ``simclr+jigsaw_2x2``
 with ``jigsaw_2x2``. Both are method ``views`` lists, not new methods.
@@ -22,7 +22,7 @@ class Jigsaw2x2(Augmentation):
     """Cut each image into its four quadrants and put them back in a random order.
 
     - [0] Dandu & Daru, Self-Supervised Contrastive Learning with In-Domain and Out-of-Domain
-      Image Classification (seed study 000): "Jigsaw" breaks a 32 px image into four 16 px
+      Image Classification (the transfer study): "Jigsaw" breaks a 32 px image into four 16 px
       patches through its centre and shuffles them.
 
     Deviations: the study does not say whether the identity order may be drawn; here the order
@@ -43,7 +43,7 @@ class Jigsaw2x2(Augmentation):
 
 
 class SimCLRJigsaw2x2(Augmentation):
-    """The ``simclr`` pipeline, then the ``jigsaw_2x2`` shuffle of its output (seed study 000, "v2.2").
+    """The ``simclr`` pipeline, then the ``jigsaw_2x2`` shuffle of its output (the transfer study, "v2.2").
 
     Composes a :class:`~ssl_bench.plugins.augmentations.simclr.SimCLRAugmentation` built from ``simclr``;
     the random stream is the simclr pipeline's draws followed by the shuffle's.

@@ -5,8 +5,8 @@
 - [1] Noroozi, Favaro. Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles,
   2016, arXiv:1603.09246, and Zhang, Isola, Efros. Colorful Image Colorization, 2016,
   arXiv:1603.08511 (AlexNet with batch norm after every conv, the pretext-task benchmark net).
-- [2] Macar, Liu. Self-Supervised Learning for Computer Vision (seed study 003): AlexNet with batch
-  norm, frozen up to conv3 when fine-tuned.
+- [2] Macar, Liu. Self-Supervised Learning for Computer Vision (the pretext-tasks study): AlexNet
+  with batch norm, frozen up to conv3 when fine-tuned.
 
 Stage k (1..5) is conv k, batch norm, ReLU, and after stages 1 and 2 a 3x3 stride-2 max-pool. The
 features are the global average of conv5's output (256-d by default); fc6-fc8 and their dropout are
@@ -47,7 +47,7 @@ class AlexNetBN(Backbone):
         widths: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256)
         """Channels of conv1..conv5 ([0]; torchvision's AlexNet uses 64, 192, 384, 256, 256)."""
         freeze_stages: Annotated[int, Field(ge=0, le=NUM_STAGES)] = 0
-        """Freeze conv stages 1..K (weights and batch-norm statistics); seed 003 freezes up to conv3."""
+        """Freeze conv stages 1..K (weights and batch-norm statistics); the pretext-tasks study freezes up to conv3."""
 
     params: Params
 

@@ -17,7 +17,7 @@ from ssl_bench.plugins.evaluators._probe import FeatureMemo, ProbeNet, check_hpa
 from ssl_bench.plugins.evaluators.linear import Linear
 
 SEED_EPSILONS = (0.0, 0.031, 0.061, 0.092, 0.122, 0.153, 0.183, 0.214, 0.244, 0.275)
-"""Seed 002's grid, 10 linearly spaced epsilons in [0, 0.275] (0.275 k / 9), rounded to 3 decimals."""
+"""The SimCLR-vs-RotNet study's grid, 10 linearly spaced epsilons in [0, 0.275] (0.275 k / 9), 3 decimals."""
 
 
 def metric_name(attack: str, eps: float) -> str:
@@ -83,7 +83,8 @@ class Adversarial(Evaluator):
     - [0] Goodfellow et al., Explaining and Harnessing Adversarial Examples, 2015, arXiv:1412.6572
     - [1] Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, 2018,
       arXiv:1706.06083 (PGD with random start, step 2.5 eps / steps)
-    - [2] seed 002 (FGSM and PGD over 10 epsilons linearly spaced in [0, 0.275], 10 PGD iterations)
+    - [2] the SimCLR-vs-RotNet study (FGSM and PGD over 10 epsilons linearly spaced in [0, 0.275], 10 PGD
+      iterations)
 
     The probe is the ``linear`` evaluator's (same ``Params``, same ``lr`` x ``weight_decay`` grid),
     fitted on float32 features of ``task.fit`` from ``task.encoder`` (see ``_probe``). Attacks maximise
@@ -96,12 +97,12 @@ class Adversarial(Evaluator):
     into accuracy-by-epsilon tables) and ``{attack}_mean``, the mean over the grid's epsilons, all in
     percent.
 
-    Defaults and deviations: seed 002 attacks fine-tuned networks; here the encoder stays frozen
-    (fine-tune first for that protocol) and only a linear head is trained. Seed 002's PGD step is
-    "alpha = 1.85" without a scale; in [0, 1] pixels that exceeds every epsilon (each step jumps to the
-    ball's corner), so ``step_size`` is relative to epsilon and defaults to Madry's 2.5 / steps = 0.25
-    (set ``step_size >= 2`` for the saturated steps). Random start (seed 002's PGD) is on. The last
-    PGD iterate is scored, not the worst over iterations. Signs come from :func:`attack_loss`, equal in
+    Defaults and deviations: [2] attacks fine-tuned networks; here the encoder stays frozen (fine-tune
+    first for that protocol) and only a linear head is trained. [2]'s PGD step is "alpha = 1.85" without
+    a scale; in [0, 1] pixels that exceeds every epsilon (each step jumps to the ball's corner), so
+    ``step_size`` is relative to epsilon and defaults to Madry's 2.5 / steps = 0.25 (set
+    ``step_size >= 2`` for the saturated steps). Random start ([2]'s PGD) is on. The last PGD iterate
+    is scored, not the worst over iterations. Signs come from :func:`attack_loss`, equal in
     direction to cross-entropy's but free of its float32 underflow on confident rows (in a test, plain
     cross-entropy left 30% of a linear model's images unattacked at an epsilon that flips them all).
     Attacks run in float32 with batch-norm in eval mode.
@@ -113,13 +114,13 @@ class Adversarial(Evaluator):
         attacks: tuple[Literal["fgsm", "pgd"], ...] = ("fgsm", "pgd")
         """Attacks to run, each over every epsilon."""
         epsilons: tuple[Annotated[float, Field(ge=0, le=1)], ...] = SEED_EPSILONS
-        """L-inf radii in the [0, 1] pixel scale (seed 002's grid); names carry them with 3 decimals."""
+        """L-inf radii in the [0, 1] pixel scale (the SimCLR-vs-RotNet study's grid), named with 3 decimals."""
         pgd_steps: Annotated[int, Field(gt=0)] = 10
-        """PGD iterations (seed 002: 10)."""
+        """PGD iterations (the SimCLR-vs-RotNet study: 10)."""
         step_size: Annotated[float, Field(gt=0)] = 0.25
         """PGD step as a multiple of epsilon (Madry: 2.5 / steps)."""
         random_start: bool = True
-        """Start PGD at a uniform draw in the epsilon ball (seed 002, Madry)."""
+        """Start PGD at a uniform draw in the epsilon ball (the SimCLR-vs-RotNet study, Madry)."""
         max_images: Annotated[int, Field(gt=0)] | None = 500
         """Class-balanced target rows attacked and scored (attacks are costly on a CPU); None: all."""
         attack_batch_size: Annotated[int, Field(gt=0)] = 256
@@ -170,7 +171,8 @@ class Adversarial(Evaluator):
             accs = []
             for eps in p.epsilons:  # epsilon 0 leaves every image as it is: the clean top-1
                 accs.append(metrics["top1"] if eps == 0 else topk_accuracy(self.logits(
-                    model, images, labels, device, self.perturbation(model, attack, eps, task.seed, device)).cpu(), labels, 1))
+                    model, images, labels, device, self.perturbation(model, attack, eps, task.seed, device)).cpu(),
+                    labels, 1))
                 metrics[metric_name(attack, eps)] = accs[-1]
             metrics[f"{attack}_mean"] = sum(accs) / len(accs)
         return metrics

@@ -30,7 +30,7 @@ from ssl_bench.harness.kit.labels import label_fraction_indices
 from ssl_bench.harness.kit.metrics import classification_metrics
 
 SCHEDULES: dict[str, ScheduleSpec] = {
-    "exponential": ScheduleSpec(name="step", gamma=0.9, step_epochs=10),  # seed 000: x0.9 every 10 epochs
+    "exponential": ScheduleSpec(name="step", gamma=0.9, step_epochs=10),  # the transfer study's x0.9 every 10 epochs
     "cosine": ScheduleSpec(name="cosine"),  # to 0 at the last step
 }
 CROP_SCALE = (0.5, 1.0)
@@ -75,9 +75,9 @@ def feature_dim_of(encoder: nn.Module, probe: Tensor) -> int:
 class FineTune(Evaluator):
     """Fine-tune a copy of the encoder with a linear head on a stratified fraction of the labels.
 
-    - [0] seed 000 (few-label fine-tuning of the pretrained network, SGD momentum 0.9, lr x0.9 every
-      10 epochs, small lr x weight-decay grids)
-    - [1] seed 002 (1%, 10% and 50% label fractions)
+    - [0] the transfer study (few-label fine-tuning of the pretrained network, SGD momentum 0.9, lr x0.9
+      every 10 epochs, small lr x weight-decay grids)
+    - [1] the SimCLR-vs-RotNet study (1%, 10% and 50% label fractions)
     - [2] Chen et al., Big Self-Supervised Models are Strong Semi-Supervised Learners, 2020,
       arXiv:2006.10029 (fine-tuning on 1% / 10% label subsets as an SSL evaluation)
 
@@ -86,12 +86,12 @@ class FineTune(Evaluator):
     :func:`ssl_bench.harness.kit.labels.label_fraction_indices` (stratified, seeded by ``task.seed``, nested across
     fractions). ``freeze_backbone`` trains only the head, with the copy in eval mode (a linear probe
     through the network, with augmentation). Cross-entropy, SGD (momentum 0.9, weight decay on every
-    trainable tensor), lr per step on the batch-mean loss, ``exponential`` (seed 000) or ``cosine``
-    schedule stepped per optimizer step. Light augmentation: random resized crop of 50-100% of the
-    area with a horizontal flip (p 0.5). ``task.target`` is scored in eval mode.
+    trainable tensor), lr per step on the batch-mean loss, ``exponential`` ([0]) or ``cosine`` schedule
+    stepped per optimizer step. Light augmentation: random resized crop of 50-100% of the area with a
+    horizontal flip (p 0.5). ``task.target`` is scored in eval mode.
 
-    Default grid ``lr`` (0.01, 0.001) x ``weight_decay`` (0, 5e-4): seed 000 swept small grids of
-    this kind; 2 x 2 keeps four fine-tunes per sweep. Randomness: shuffling from a CPU generator
+    Default grid ``lr`` (0.01, 0.001) x ``weight_decay`` (0, 5e-4): [0] swept small grids of this kind;
+    2 x 2 keeps four fine-tunes per sweep. Randomness: shuffling from a CPU generator
     seeded with ``task.seed``, crops from a generator on ``task.device`` seeded with ``task.seed + 1``,
     head init and dropout from ``torch.manual_seed(task.seed)`` inside ``torch.random.fork_rng``
     (the caller's global RNG state is restored). Deviations: freezing is all or nothing (no first-K
@@ -102,11 +102,11 @@ class FineTune(Evaluator):
 
     class Params(BaseParams):
         label_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
-        """Share of each class of ``task.fit`` that keeps its label (nested subsets; 0.01, 0.1, 0.5 in seed 002)."""
+        """Share of each class of ``task.fit`` that keeps its label (nested subsets; 0.01, 0.1, 0.5 in [1])."""
         freeze_backbone: bool = False
         """Train only the head (the encoder copy stays frozen, in eval mode)."""
         freeze_stages: Annotated[int, Field(ge=0)] = 0
-        """Freeze the encoder's first K stages (seed 003 freezes AlexNet up to conv3: K = 3)."""
+        """Freeze the encoder's first K stages (the pretext-tasks study: AlexNet up to conv3, K = 3)."""
         epochs: Annotated[int, Field(gt=0)] = 10
         """Passes over the labelled subset."""
         batch_size: Annotated[int, Field(gt=0)] = 128
@@ -114,7 +114,7 @@ class FineTune(Evaluator):
         momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
         """SGD momentum (heavy ball, no Nesterov)."""
         schedule: Literal["exponential", "cosine"] = "exponential"
-        """``exponential``: lr x0.9 every 10 epochs (seed 000); ``cosine``: to 0 over the run."""
+        """``exponential``: lr x0.9 every 10 epochs (the transfer study); ``cosine``: to 0 over the run."""
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
         """Dropout probability on the features before the head."""
         augment: bool = True
@@ -142,7 +142,8 @@ class FineTune(Evaluator):
         """
         unknown = set(hparams) - {"lr", "weight_decay", "dropout"}
         if unknown:
-            raise ValueError(f"finetune: unknown hyper-parameters {sorted(unknown)}; expected lr, weight_decay, dropout")
+            raise ValueError(f"finetune: unknown hyper-parameters {sorted(unknown)}; "
+                             "expected lr, weight_decay, dropout")
         cuda = [task.device.index if task.device.index is not None else torch.cuda.current_device()] \
             if task.device.type == "cuda" else []
         with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=cuda):

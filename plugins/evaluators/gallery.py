@@ -94,9 +94,10 @@ def save_png(image: Image.Image, path: Path) -> None:
 
 
 class Gallery(Evaluator):
-    """Predictions beside true labels on a grid of target images (seed 001's qualitative check).
+    """Predictions beside true labels on a grid of target images ([0]'s qualitative check).
 
-    - [0] seed 001 (a SimCLR classifier's predictions shown next to the true labels of test images)
+    - [0] the pretrained-inference study (a SimCLR classifier's predictions shown next to the true labels
+      of test images)
 
     A classifier on cached features (``task.features``) scores all of ``task.target``: weighted kNN
     (the ``knn`` evaluator's votes, default; nothing trained) or the ``linear`` evaluator's probe.
@@ -145,13 +146,16 @@ class Gallery(Evaluator):
         fit = task.features(task.fit).to(task.device, torch.float32)
         target = task.features(task.target).to(task.device, torch.float32)
         if p.classifier == "linear":
-            head = fit_head(fit, task.fit.labels, num_classes=task.num_classes, hparams=hparams, params=p, seed=task.seed)
+            head = fit_head(fit, task.fit.labels, num_classes=task.num_classes, hparams=hparams, params=p,
+                            seed=task.seed)
             with torch.no_grad():
                 scores = head.to(task.device)(target)
         else:
             votes = knn_scores(fit, task.fit.labels, target, num_classes=task.num_classes,
-                               k=int(round(hparams.get("k", p.k))), temperature=float(hparams.get("temperature", p.temperature)))
-            scores = (votes / votes.sum(dim=1, keepdim=True).clamp_min(torch.finfo(votes.dtype).tiny)).clamp_min(1e-12).log()
+                               k=int(round(hparams.get("k", p.k))),
+                               temperature=float(hparams.get("temperature", p.temperature)))
+            scores = (votes / votes.sum(dim=1, keepdim=True).clamp_min(torch.finfo(votes.dtype).tiny)
+                      ).clamp_min(1e-12).log()
         scores, labels = scores.cpu(), task.target.labels.cpu().long()
         metrics = classification_metrics(scores, labels, task.num_classes)
         rows = balanced_subset(labels, p.n_images, task.seed)

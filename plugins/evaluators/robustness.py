@@ -70,7 +70,8 @@ def degrade(images: Tensor, kind: str, severity: int, levels: tuple[float, ...],
 class Robustness(Evaluator):
     """Top-1 of a linear probe on degraded target images, per degradation and severity.
 
-    - [0] seed 001 (a SimCLR classifier fails on low-quality, blurry, low-resolution images)
+    - [0] the pretrained-inference study (a SimCLR classifier fails on low-quality, blurry, low-resolution
+      images)
     - [1] Hendrycks and Dietterich, Benchmarking Neural Network Robustness to Common Corruptions and
       Perturbations, 2019, arXiv:1903.12261 (corruptions at graded severities, CIFAR-10-C levels)
 
@@ -85,8 +86,8 @@ class Robustness(Evaluator):
     once.
 
     Default levels, for 32 px images: blur sigma 0.5 / 1 / 2 px (CIFAR-10-C's blur reaches 1 px);
-    down-sampling to 3/4, 1/2, 1/4 of the side (seed 001's low-resolution images; CIFAR-10-C's
-    pixelate stops at 0.65); JPEG quality 75 / 30 / 10 (CIFAR-10-C: 80 .. 40); noise std 0.04 /
+    down-sampling to 3/4, 1/2, 1/4 of the side ([0]'s low-resolution images; CIFAR-10-C's pixelate
+    stops at 0.65); JPEG quality 75 / 30 / 10 (CIFAR-10-C: 80 .. 40); noise std 0.04 /
     0.08 / 0.16 (CIFAR-10-C: 0.04 .. 0.10). Stronger last levels than CIFAR-10-C so that three
     severities span mild to severe. Deviations from [1]: four corruptions, not fifteen; no mCE
     normalisation by a reference network.
@@ -118,7 +119,8 @@ class Robustness(Evaluator):
     def levels(self, kind: str) -> tuple[float, ...]:
         """The level table of degradation ``kind`` (severity k uses entry k - 1)."""
         p = self.params
-        table = {"blur": p.blur_sigmas, "downsample": p.downsample_scales, "jpeg": p.jpeg_qualities, "noise": p.noise_stds}
+        table = {"blur": p.blur_sigmas, "downsample": p.downsample_scales, "jpeg": p.jpeg_qualities,
+                 "noise": p.noise_stds}
         return tuple(float(v) for v in table[kind])
 
     def evaluate(self, task: EvalTask, hparams: Mapping[str, float]) -> dict[str, float]:
@@ -154,7 +156,8 @@ class Robustness(Evaluator):
             metrics = classification_metrics(head(clean).cpu(), labels, task.num_classes)
             every = []
             for kind in p.degradations:
-                accs = [topk_accuracy(head(features(kind, k)).cpu(), labels, 1) for k in range(1, len(self.levels(kind)) + 1)]
+                accs = [topk_accuracy(head(features(kind, k)).cpu(), labels, 1)
+                        for k in range(1, len(self.levels(kind)) + 1)]
                 metrics |= {f"{kind}_s{k}": acc for k, acc in enumerate(accs, 1)}
                 if accs:
                     metrics[f"{kind}_mean"] = sum(accs) / len(accs)

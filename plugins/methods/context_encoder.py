@@ -14,11 +14,9 @@ around the region weighted ``overlap_weight`` ([0] predicts 4 px of context arou
 
 Defaults: the central block of half the side (a quarter of the area, [0]'s central 64 of 128 px).
 [0] found random masks better for features (the net latches onto the fixed boundary); on the CPU
-CIFAR-10 benchmark (10k images, ``convnet_small``, 4 epochs) the centre did better: kNN / linear
-38.65 / 44.45 at SGD lr 0.1 (random block 37.75 / 42.65; at lr 0.3 centre 37.75 / 44.55, random
-38.10 / 42.70, and 8 epochs did not help: 37.90 / 41.80) against random init 36.60 / 41.00, so the
-benchmark row uses lr 0.1. No overlap ring (at 32 px [0]'s 4 of 128 px is one pixel; with it:
-38.00 / 43.15). Adversarial weight 0: in [0] the adversarial term is what makes inpaintings sharp (Fig. 1),
+CIFAR-10 benchmark the centre did better, and its row there uses lr 0.1 (what was measured:
+leaderboard/findings.toml, ``[methods] context_encoder``). No overlap ring: at 32 px [0]'s 4 of
+128 px is one pixel. Adversarial weight 0: in [0] the adversarial term is what makes inpaintings sharp (Fig. 1),
 the reconstruction loss alone already trains the encoder, and a GAN game destabilises short CPU runs. Decoder
 base width 64 at 4 x 4, halving per upsampling (64-32-16-8 channels to 32 px, about 6.5 MMACs per
 image, 1.5x ``convnet_small``; width 256 costs 25x the backbone on a CPU). Views ``("crop_flip",)``.

@@ -1,7 +1,7 @@
 """Random-init baseline: the backbone as initialised, never trained.
 
-The lower reference of every table in the studies (seed 000's "random init" rows). A method that
-does not beat it has learned nothing.
+The lower reference of every table in the studies (the transfer study's "random init" rows). A method
+that does not beat it has learned nothing.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Supervised baseline: the backbone trained with labels and cross-entropy.
 
-The upper reference of every table in the studies (seed 000: "supervised" rows; seed 004's
+The upper reference of every table in the studies (the transfer study: "supervised" rows; the survey's
 "supervised" baselines). It sees the same images, budget and optimizer as the SSL methods, with the
 standard crop-and-flip augmentation, and only its backbone is evaluated downstream.
 """

@@ -20,21 +20,18 @@ Consecutive views of one size share a forward pass (and batch-norm statistics), 
 Defaults and why (paper values scaled to CIFAR-size runs):
     temperature 0.1, epsilon 0.05, 3 Sinkhorn iterations, head 2048-2048-128 as [0] (hidden width =
     the backbone's feature dimension here). For runs of a few hundred steps a smaller epsilon (0.03,
-    sharper codes, a stronger early signal) learns much faster: on the 4-epoch CIFAR-10 CPU benchmark
-    epsilon 0.03 gives kNN/linear 41.4/49.6 against 38.0/44.2 at 0.05 (random init 36.6/41.0), so
-    that benchmark sets it in its row; the default stays the paper's.
+    sharper codes, a stronger early signal) learns faster, so the 4-epoch CIFAR-10 CPU benchmark sets
+    it in its row; the default stays the paper's.
     100 prototypes: [0] uses 3000 for ImageNet's 1000 classes and reports little sensitivity to the
-    number; ~10 x the classes gives 100 at CIFAR-10 (300 measured the same there: kNN/linear
-    37.9/44.6 against 38.0/44.2 at epsilon 0.05), and K below the batch (256) lets the batch alone be
+    number; ~10 x the classes gives 100 at CIFAR-10, and K below the batch (256) lets the batch alone be
     split equally between prototypes. Queue off (``queue_size = 0``): [0] adds a 3840-row queue
     when the batch (256) is far smaller than K (3000); with K = 100 < B it is not needed.
     Set ``queue_size`` (e.g. 15 batches) and ``queue_start_steps`` for small batches or large K.
     Prototypes frozen for the first 5 steps: [0] freezes them for its first epoch (313 iterations,
     0.1-1% of its runs) so that codes are not chased by prototypes still random; at CIFAR budgets of
-    hundreds of steps that share is a few steps, and a full epoch (40 steps, a quarter of the CPU
-    benchmark) measured no better (kNN/linear 37.6/45.6 against 38.0/44.2 with 5).
-    Two views by default: multi-crop (2 + 4 local 14 px crops) learned less in the 4-epoch CPU
-    benchmark (kNN/linear 35.9/44.2); 14 px crops of 32 px images carry little, as expected.
+    hundreds of steps that share is a few steps.
+    Two views by default: local crops of 32 px images (14 px) carry little.
+    What was measured choosing these is in leaderboard/findings.toml (``[methods] swav``).
 
 Deviations from [0]:
     - The optimizer is chosen by the benchmark file (LARS with lr 4.8 in [0]).

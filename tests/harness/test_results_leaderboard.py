@@ -79,7 +79,8 @@ def test_variants_of_one_label_are_separate_rows():
 
 def test_curve_metrics_get_their_own_table_not_columns():
     rows = [row("SimCLR", "simclr", 0, "top1", 80.0, evaluator="adversarial")]
-    rows += [row("SimCLR", "simclr", 0, f"fgsm_eps{e}", v, evaluator="adversarial") for e, v in [(0, 80.0), (0.1, 40.0)]]
+    rows += [row("SimCLR", "simclr", 0, f"fgsm_eps{e}", v, evaluator="adversarial")
+             for e, v in [(0, 80.0), (0.1, 40.0)]]
     text = render(rows)
     assert "fgsm: top-1 (%) by eps" in text and "eps 0.1" in text and "fgsm_eps" not in text
 
