@@ -151,7 +151,8 @@ class Registry:
             return entries[name].cls
         family, colon, member = name.partition(":")
         if colon and member and f"{family}:" in entries:
-            cls: type[Any] = entries[f"{family}:"].cls.variant(member)
+            family_cls: Any = entries[f"{family}:"].cls  # a family (e.g. timm:) makes its members
+            cls: type[Any] = family_cls.variant(member)
             return cls
         raise UnknownComponentError(kind.rstrip("s"), name, entries)
 

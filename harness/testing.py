@@ -73,7 +73,7 @@ def check_method(registry: Registry, name: str, backbone: str = TINY_BACKBONE) -
     assert loss.ndim == 0 and torch.isfinite(loss), f"{name}: loss is not a finite scalar: {loss}"
     opt = torch.optim.SGD(method.parameters(), lr=0.01)
     opt.zero_grad()
-    loss.backward()  # type: ignore[no-untyped-call]
+    loss.backward()
     grads = [p.grad for p in method.backbone.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name}: no gradient reaches the backbone"
     opt.step()

@@ -77,3 +77,10 @@ params = { k = 5 }
 name = "linear"
 sweep = { lr = [0.1, 0.01], weight_decay = [0.0] }
 """
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that runs ``bench`` in a subprocess (it asks for ``cli_env``) is end to end: ``slow``."""
+    for item in items:
+        if "cli_env" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)

@@ -23,6 +23,8 @@ from ssl_bench.harness.scale.launch import torchrun_command
 from ssl_bench.harness.testing import build_method, tiny_images
 from tests.conftest import TINY, bench_cmd
 
+pytestmark = pytest.mark.slow  # end to end: the CLI, whole runs, several processes
+
 WORLD = 2
 BATCH = 8
 
@@ -137,7 +139,6 @@ def _rows(out: Path) -> dict[tuple[str, str], float]:
     return {(r["job_key"], r["metric"]): r["value"] for r in rows}
 
 
-@pytest.mark.slow
 def test_killed_distributed_run_resumes_and_equals_an_uninterrupted_one(tmp_path, write_toml, cli_env):
     text = TINY.replace("epochs = 1", "epochs = 10")
     path = write_toml(text)

@@ -14,6 +14,8 @@ from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
 from ssl_bench.harness.pipeline.specs import load_benchmark
 from tests.conftest import TINY, bench_cmd
 
+pytestmark = pytest.mark.slow  # end to end: the CLI, whole runs, several processes
+
 SEEDS = TINY.replace("seeds = [0]", "seeds = [0, 1]")
 
 
@@ -68,7 +70,6 @@ def without_timings(board: str) -> str:
     return "\n".join(lines).strip()
 
 
-@pytest.mark.slow
 def test_merged_shards_make_the_single_machine_leaderboard(tmp_path, write_toml, cli_env):
     path = write_toml(SEEDS)
     single = tmp_path / "single"

@@ -1,4 +1,5 @@
-"""Evaluating a run at intermediate steps (``pretrain.snapshot_steps``, seed 002's accuracy vs steps)."""
+"""Evaluating a run at intermediate steps (``pretrain.snapshot_steps``: the SimCLR-vs-RotNet study's accuracy
+vs steps)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from ssl_bench.harness.pipeline.specs import load_benchmark
 from ssl_bench.harness.plugins import collect, make_plugin_manager
 from tests.conftest import TINY
 from tests.test_cli import bench
+
+pytestmark = pytest.mark.slow  # end to end: the CLI, whole runs, several processes
 
 # 128 shapes at batch 32: 4 steps per epoch, 8 in the run
 TWO_EPOCHS = TINY.replace("epochs = 1", "epochs = 2").replace("""
@@ -34,9 +37,10 @@ def encoder_of(out, key):
 
 def test_plan_adds_a_snapshot_job_per_step_of_trained_runs_only(write_toml):
     plan = make_plan(load_benchmark(write_toml(SNAPSHOTS), registry=REGISTRY), REGISTRY)
-    snaps = [j for j in plan.pretrain_jobs if j.snapshot_of is not None]
+    snaps = [j for j in plan.pretrain_jobs if j.kind == "snapshot"]
     assert [(j.label, j.snapshot_step) for j in snaps] == [("simclr", 2), ("simclr", 4)]  # sorted; random_init none
     run = snaps[0].snapshot_of
+    assert run is not None and run.kind == "run" and all(s.snapshot_of == run for s in snaps)
     assert plan.snapshots_of(run) == snaps and len({j.key for j in plan.pretrain_jobs}) == 4
     assert len(plan.evals_of(snaps[0])) == 1  # evaluated like any encoder
     for i in range(2):  # a shard never splits a run from its snapshots
@@ -50,17 +54,18 @@ def test_snapshots_with_a_pretraining_sweep_are_refused(write_toml):
         load_benchmark(path, registry=REGISTRY)
 
 
-@pytest.mark.slow
 def test_snapshots_are_saved_during_the_run_and_replayed_when_asked_later(tmp_path, write_toml, cli_env):
     out = tmp_path / "during"
     bench("run", str(write_toml(SNAPSHOTS, "snap.toml")), "--out", str(out), env=cli_env)
-    simclr = sorted((r for r in rows_of(out) if r["label"] == "simclr" and r["metric"] == "top1"), key=lambda r: r["pretrain_steps"])
+    simclr = sorted((r for r in rows_of(out) if r["label"] == "simclr" and r["metric"] == "top1"),
+                    key=lambda r: r["pretrain_steps"])
     assert [(r["pretrain_steps"], r["pretrain_total_steps"], r["pretrain_epochs"]) for r in simclr] == \
         [(2, 8, 2), (4, 8, 2), (8, 8, 2)]
     assert len(simclr[1]["pretrain_epoch_losses"]) == 1 and len(simclr[2]["pretrain_epoch_losses"]) == 2
     weights = [encoder_of(out, r["pretrain_key"]) for r in simclr]
     first = next(iter(weights[0]))
-    assert not torch.equal(weights[0][first], weights[1][first]) and not torch.equal(weights[1][first], weights[2][first])
+    assert (not torch.equal(weights[0][first], weights[1][first])
+            and not torch.equal(weights[1][first], weights[2][first]))
     board = (out / "leaderboard.md").read_text()
     assert "step 2 of 2 ep (8 steps)" in board and "step 4 of 2 ep (8 steps)" in board
 

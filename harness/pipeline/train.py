@@ -116,7 +116,7 @@ def distributed_loss(method: Method, device: torch.device, *, sync_batchnorm: bo
     if sync_batchnorm:
         if device.type != "cuda":
             raise UsageError("--sync-bn needs CUDA: torch's SyncBatchNorm has no CPU kernel")
-        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # type: ignore[no-untyped-call]
+        nn.SyncBatchNorm.convert_sync_batchnorm(method)
     return DistributedDataParallel(_Loss(method), device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=True)
 

@@ -123,6 +123,7 @@ def test_hook_bench_register_methods_and_friends():
         assert registry.names(kind), f"no {kind} registered"
 
 
+@pytest.mark.slow
 def test_hook_bench_run_started_job_finished_run_finished(tmp_path):
     from ssl_bench.harness.components import DataContext
     from ssl_bench.harness.pipeline.plan import make_plan

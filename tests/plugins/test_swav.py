@@ -133,6 +133,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_codes_queue_and_loss_use_the_global_batch_under_two_processes(tmp_path):
     """Two gloo processes, each with half of every batch, compute what one process does on all of it."""
     (tmp_path / "two_ranks.py").write_text(TWO_RANKS.replace("ROOT", repr(str(ROOT))))
