@@ -171,7 +171,7 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
             state = "done" if folder.done_marker(job.key, select=job.kind == "select").exists() else "todo"
             print(f"[{state}] {job.describe()}")
         for ejob in plan.eval_jobs:
-            state = "done" if folder.result(ejob.key).exists() else "todo"
+            state = "done" if folder.has_result(ejob.key) else "todo"
             print(f"[{state}] {ejob.describe()}")
         return 0
     device = join_process_group(resolve_device(args.device))

@@ -95,7 +95,13 @@ def make_plugin_manager(
         load_entrypoints = os.environ.get("BENCH_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
     if load_entrypoints:
         only = [n for n in os.environ.get("BENCH_LOAD_PLUGINS", "").split(",") if n]
-        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        installed = md.entry_points(group=ENTRY_POINT_GROUP)
+        unknown = sorted(set(only) - {ep.name for ep in installed})
+        if unknown:
+            names = ", ".join(sorted(ep.name for ep in installed)) or "none"
+            raise PluginError(f"BENCH_LOAD_PLUGINS names {', '.join(unknown)}, which no installed distribution "
+                              f"provides; installed plugins: {names}")
+        for ep in installed:
             if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None or (only and ep.name not in only):
                 continue
             try:

@@ -86,7 +86,7 @@ def execute(run: Run) -> int:
     done = 0
     for pjob in run.plan.pretrain_jobs:
         evals = run.plan.evals_of(pjob)
-        todo = [e for e in evals if not run.folder.result(e.key).exists()]
+        todo = [e for e in evals if not run.folder.has_result(e.key)]
         for e in evals:
             if e not in todo:
                 done += 1

@@ -52,6 +52,11 @@ class RunFolder:
         """``<out>/results/<eval key>.parquet``: the rows of a finished evaluation."""
         return self.results_dir / self.result_name(eval_key)
 
+    def has_result(self, eval_key: str) -> bool:
+        """Whether the evaluation ``eval_key`` is done: its rows exist and are not an empty file."""
+        path = self.result(eval_key)
+        return path.is_file() and path.stat().st_size > 0
+
     @staticmethod
     def result_name(eval_key: str) -> str:
         """The file name of an evaluation's rows inside a results folder."""

@@ -130,7 +130,8 @@ def parquet_files(dirs: Iterable[Path]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files.extend(p for p in d.rglob("*.parquet") if not p.name.startswith("."))
+            # an empty file is a write that never finished (a full disk, a kill): not a result
+            files.extend(p for p in d.rglob("*.parquet") if not p.name.startswith(".") and p.stat().st_size)
         else:
             raise BenchError(f"{d}: no such results folder")
     return sorted(files)
