@@ -8,26 +8,33 @@
     bench plugins
     bench schema
     bench leaderboard RESULTS_DIR... [--output FILE]
+
+Exit codes: 0 success; 1 a job failed (the others still ran), the disk is full, or an internal error (its
+traceback in a log file the one line names); 2 a bad benchmark file or command line; 130 interrupted; 141
+stdout closed early (``bench list | head -1``). Whatever goes wrong, stderr gets one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pluggy
 
 from ssl_bench.harness.components import COMPONENT_KINDS, DataContext
-from ssl_bench.harness.errors import BenchError, UsageError
+from ssl_bench.harness.errors import BenchError, DiskFullError, UsageError
 from ssl_bench.harness.pipeline.plan import Plan, make_plan
 from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
-from ssl_bench.harness.pipeline.specs import BenchmarkSpec, load_benchmark
+from ssl_bench.harness.pipeline.specs import BenchmarkSpec, load_benchmark, load_profiles
 from ssl_bench.harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
 from ssl_bench.harness.record.layout import RunFolder
 from ssl_bench.harness.record.leaderboard import publish
@@ -40,8 +47,15 @@ if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.runner import Run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): ``bench run: error: ... (see 'bench run --help')``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Benchmark self-supervised learning methods.")
+    p = _Parser(prog="bench", description="Benchmark self-supervised learning methods.")
     p.add_argument("--no-plugins", action="store_true", help="load no third-party plugins (entry points)")
     p.add_argument("-p", dest="blocked", action="append", default=[], metavar="no:NAME",
                    help="block a plugin by name, e.g. -p no:ssl_bench.plugins.methods.simclr")
@@ -59,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="I/N", help="run only shard I (0-based) of N of the job plan (Slurm arrays)")
     run.add_argument("--nproc", type=int, metavar="N", help="pretrain with N processes (DistributedDataParallel "
                      "through torchrun; one per GPU on CUDA)")
+    run.add_argument("--threads", type=int, metavar="N", help="torch threads per process (default: this machine's "
+                     "cores split over --nproc processes)")
     run.add_argument("--sync-bn", action="store_true", help="with several processes, synchronise batch norm "
                      "statistics over the global batch (SyncBatchNorm, CUDA only; same as BENCH_SYNC_BN=1)")
 
@@ -72,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     wk.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bars (default: when stderr is a terminal)")
+    wk.add_argument("--threads", type=int, metavar="N", help="torch threads (default: the cores split over the "
+                    "workers running on this machine)")
     wk.add_argument("--heartbeat", type=float, default=30.0, metavar="S",
                     help="seconds between heartbeats of a running job (default: 30)")
     wk.add_argument("--stale-after", type=float, default=300.0, metavar="S",
@@ -94,22 +112,70 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--notes", type=Path,
                     help="TOML of findings lines: [benchmark] study = '...', '<table heading>' = '...'")
     lb.add_argument("--figures", type=Path, help="folder for the figures (default: figures/ beside the output)")
+    lb.add_argument("--benchmark", action="append", default=None, metavar="NAME",
+                    help="only this benchmark's results (repeat for several)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bench ARGV``; returns the exit code (see the module docstring). Reports every error in one line.
+
+    A user's mistake (:class:`BenchError`) is its message; an ``OSError`` (a path that cannot be read or
+    written, a full disk) names the file; anything else is a bug whose traceback goes to a log file.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    args.argv = argv
     try:
-        return _dispatch(args)
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        code: int = exc.exit_code
+        args = _parser().parse_args(argv)
+        args.argv = argv
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe (bench list | head -1) shows up here rather than at exit
         return code
+    except BrokenPipeError:
+        return _stdout_closed()
+    except BenchError as exc:
+        return _error(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("bench: interrupted; finished jobs are kept, rerun to resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        full = DiskFullError.of(exc)
+        if full is not None:
+            return _error(str(full), full.exit_code)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return _error(f"{where}{exc.strerror or exc}", 1)
+    except Exception as exc:
+        return _internal_error(exc)
+
+
+def _error(message: str, code: int) -> int:
+    print(f"bench: error: {message}", file=sys.stderr)
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): say nothing more and exit as if killed by SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (called in-process, captured)
+        pass
+    return 128 + 13
+
+
+def _internal_error(exc: Exception) -> int:
+    """A bug (in the harness or a plugin): one line on stderr, the traceback in a log file it names."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        fd, name = tempfile.mkstemp(prefix="bench-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        where = f"traceback in {name}"
+    except OSError:
+        where = "its traceback could not be saved"
+    first = next(iter(str(exc).strip().splitlines()), "")
+    print(f"bench: internal error: {type(exc).__name__}: {first} ({where}; please report it)", file=sys.stderr)
+    return 1
 
 
 def _registry(args: argparse.Namespace) -> tuple[pluggy.PluginManager, Registry]:
@@ -121,9 +187,7 @@ def _registry(args: argparse.Namespace) -> tuple[pluggy.PluginManager, Registry]
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "leaderboard":
-        print(publish(read_rows(args.results), title=args.title, output=args.output, html=args.html,
-                      notes=args.notes, figures=args.figures))
-        return 0
+        return _leaderboard(args)
     pm, registry = _registry(args)
     if args.command == "list":
         for kind in [args.kind] if args.kind else sorted(COMPONENT_KINDS):
@@ -139,42 +203,99 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
         print(json.dumps(_schema(registry), indent=2))
         return 0
+    if args.command == "validate":
+        return _validate(args, registry)
     shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
     spec = load_benchmark(args.file, args.profile, registry)
-    plan = make_plan(spec, registry, args.file.name)
+    plan = make_plan(spec, registry, args.file.name, data=data_context(args))  # the data's fingerprint is in the keys
     if shard:
         plan = shard_plan(plan, *shard)
-    if args.command == "validate":
-        print(f"{args.file}: ok ({len(plan.pretrain_jobs)} pretraining jobs, {len(plan.eval_jobs)} evaluation jobs)")
-        return 0
     if args.command == "worker":
         return _worker(args, spec, plan, pm, registry)
     return _run(args, spec, plan, pm, registry)
+
+
+def _validate(args: argparse.Namespace, registry: Registry) -> int:
+    """``bench validate FILE``: the base and every profile (or only ``--profile NAME``), each with its plan."""
+    specs = ({args.profile: load_benchmark(args.file, args.profile, registry)} if args.profile
+             else load_profiles(args.file, registry))
+    for name, spec in specs.items():
+        plan = make_plan(spec, registry, args.file.name)
+        where = f"{args.file}: profiles.{name}" if name and not args.profile else str(args.file)
+        print(f"{where}: ok ({len(plan.pretrain_jobs)} pretraining jobs, {len(plan.eval_jobs)} evaluation jobs)")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    """``bench leaderboard``: every path checked before anything is read or written."""
+    for path in args.results:
+        if not path.exists():
+            raise UsageError(f"{path}: no such results folder or file")
+    for flag, path in (("--output", args.output), ("--html", args.html)):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{flag} {path}: is a folder; give the file to write")
+    if args.figures is not None and args.figures.exists() and not args.figures.is_dir():
+        raise UsageError(f"--figures {args.figures}: is a file; give the folder for the figures")
+    if args.notes is not None:
+        try:
+            args.notes.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--notes {args.notes}: not UTF-8 text; the notes file is TOML") from None
+        except OSError:
+            pass  # read_notes names the file and why it cannot be read
+    print(publish(read_rows(args.results), title=args.title, output=args.output, html=args.html,
+                  notes=args.notes, figures=args.figures, benchmarks=args.benchmark))
+    return 0
+
+
+def writable_folder(flag: str, folder: Path) -> None:
+    """Refuse, before any compute, an output folder that cannot be created or written.
+
+    Args:
+        flag: the option that named it (``--out``), for the message.
+        folder: created (with its parents) when missing; a file is written in it and removed.
+
+    Raises:
+        UsageError: ``folder`` is a file, or cannot be created or written (read-only, under /proc, ...).
+        DiskFullError: no space left to write in it.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".bench-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        full = DiskFullError.of(exc, folder)
+        if full is not None:
+            raise full from None
+        raise UsageError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
          registry: Registry) -> int:
     from ssl_bench.harness.pipeline.runner import execute, log, write_leaderboard
     from ssl_bench.harness.pipeline.train import resolve_device
-    from ssl_bench.harness.scale.launch import join_process_group, leave_process_group, relaunch
+    from ssl_bench.harness.scale.launch import check_nproc, join_process_group, leave_process_group, relaunch
 
     out = args.out or Path("runs") / spec.name
-    if args.nproc is not None and args.nproc < 1:
-        raise UsageError(f"--nproc {args.nproc}: needs at least 1 process")
+    if args.dry_run:  # computes nothing: the device need not be here, the folder is only read
+        resolve_device(args.device, check_available=False)
+        if args.nproc is not None:
+            check_nproc(args.nproc, None)
+        _print_plan(plan, RunFolder(out))
+        return 0
+    device = resolve_device(args.device)  # what cannot be honoured is refused before any job (and torchrun)
+    if args.nproc is not None:
+        check_nproc(args.nproc, device)
+    writable_folder("--out", out)
     if args.sync_bn:
         os.environ["BENCH_SYNC_BN"] = "1"
-    if args.nproc and args.nproc > 1 and not args.dry_run:
+    if args.nproc and args.nproc > 1:
         relaunch(args.argv, args.nproc)
-    if args.dry_run:
-        folder = RunFolder(out)
-        for job in (j for p in plan.pretrain_jobs for j in p.all_jobs()):
-            state = "done" if folder.done_marker(job.key, select=job.kind == "select").exists() else "todo"
-            print(f"[{state}] {job.describe()}")
-        for ejob in plan.eval_jobs:
-            state = "done" if folder.has_result(ejob.key) else "todo"
-            print(f"[{state}] {ejob.describe()}")
-        return 0
-    device = join_process_group(resolve_device(args.device))
+    device = join_process_group(device)
+    use_threads(args.threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if not is_main():  # under torchrun: only rank 0 reports to plugins and shows progress
         pm, args.progress = make_plugin_manager(load_entrypoints=False, builtins=False), False
     run = _make_run(args, spec, plan, pm, registry, out, device)
@@ -189,15 +310,29 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     return 1 if failed else 0
 
 
+def _print_plan(plan: Plan, folder: RunFolder) -> None:
+    """``--dry-run``: every job of the plan, ``[done]`` or ``[todo]`` in ``folder``."""
+    for job in (j for p in plan.pretrain_jobs for j in p.all_jobs()):
+        state = "done" if folder.done_marker(job.key, select=job.kind == "select").exists() else "todo"
+        print(f"[{state}] {job.describe()}")
+    for ejob in plan.eval_jobs:
+        state = "done" if folder.has_result(ejob.key) else "todo"
+        print(f"[{state}] {ejob.describe()}")
+
+
 def _make_run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
               registry: Registry, out: Path, device: torch.device, **kw: Any) -> Run:
     from ssl_bench.harness.pipeline.runner import Run
 
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    return Run(spec, plan, registry, pm, out, device, data_context(args), progress=progress, **kw)
+
+
+def data_context(args: argparse.Namespace) -> DataContext:
+    """Where datasets are looked up (``--data-root``, ``$BENCH_DATA_ROOT``, ``./data``) and cached."""
     data_root = args.data_root or Path(os.environ.get("BENCH_DATA_ROOT", "data"))
     cache = Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ssl-bench"))
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
-    return Run(spec, plan, registry, pm, out, device, DataContext(root=data_root, cache_dir=cache), progress=progress,
-               **kw)
+    return DataContext(root=data_root, cache_dir=cache)
 
 
 def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
@@ -209,14 +344,52 @@ def _worker(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: plugg
 
     if launched_by_torchrun():
         raise UsageError("bench worker runs one process per worker; start several workers instead of torchrun")
-    if args.heartbeat <= 0 or args.stale_after <= args.heartbeat:
+    if not (math.isfinite(args.heartbeat) and math.isfinite(args.stale_after)
+            and 0 < args.heartbeat < args.stale_after):
         raise UsageError(f"--heartbeat {args.heartbeat} --stale-after {args.stale_after}: "
                          "need 0 < heartbeat < stale-after")
+    device = resolve_device(args.device)
     out = args.out or Path("runs") / spec.name
+    writable_folder("--out", out)
     storage = open_storage(args.storage or str(out / DEFAULT_JOURNAL))
-    run = _make_run(args, spec, plan, pm, registry, out, resolve_device(args.device), storage=storage)
+    use_threads(args.threads, processes=1 + other_workers_here())
+    run = _make_run(args, spec, plan, pm, registry, out, device, storage=storage)
     failed = serve(run, storage, heartbeat_s=args.heartbeat, stale_after_s=args.stale_after)
     return 1 if failed else 0
+
+
+def use_threads(requested: int | None, processes: int) -> None:
+    """Set torch's thread count deliberately, and say once if the machine is already busy.
+
+    A timing is recorded with the threads it ran with and the load of other processes meanwhile
+    (``pretrain_contended`` in the result rows); this start-up check only warns early.
+    """
+    import torch
+
+    from ssl_bench.harness.scale.machine import busy_now, choose_threads, cpu_count
+
+    if requested is not None and requested < 1:
+        raise UsageError(f"--threads {requested}: give 1 or more")
+    torch.set_num_threads(choose_threads(requested, processes))
+    if is_main():
+        load = busy_now(0.3)
+        if load.contended:
+            print(f"warning: other processes keep {load.others:.1f} of {cpu_count()} cores busy; this run's timings "
+                  "will be marked contended (--threads shares the machine deliberately)", file=sys.stderr, flush=True)
+
+
+def other_workers_here() -> int:
+    """Other ``bench worker`` processes on this machine (Linux ``/proc``; 0 where it cannot tell)."""
+    me, found = os.getpid(), 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(cmdline.parent.name) != me and b"worker" in words and any(
+                w.endswith((b"bench", b"ssl_bench.harness")) for w in words):
+            found += 1
+    return found
 
 
 def _schema(registry: Registry) -> dict[str, object]:

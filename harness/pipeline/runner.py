@@ -22,7 +22,7 @@ from torch import nn
 
 from ssl_bench.harness.components import DataContext, EvalTask
 from ssl_bench.harness.data import ImageSet, balanced_subset, check_labelled
-from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.errors import BenchError, DiskFullError
 from ssl_bench.harness.pipeline.encoders import ensure_pretrained, load_encoder, log, winner_of
 from ssl_bench.harness.pipeline.features import FeatureCache
 from ssl_bench.harness.pipeline.plan import EvalJob, Plan, PretrainJob, ResolvedDataset
@@ -80,7 +80,14 @@ class Run:
 
 
 def execute(run: Run) -> int:
-    """Run every unfinished job; returns the number of failed jobs. Finished jobs are skipped."""
+    """Run every unfinished job; returns the number of failed jobs. Finished jobs are skipped.
+
+    A failed job is recorded (:func:`_fail`) and the others still run, except when the disk is full: then
+    every later job would fail the same way, so the run stops.
+
+    Raises:
+        DiskFullError: a write found no space left on the device (the finished jobs are kept).
+    """
     run.pm.hook.bench_run_started(run=run)
     total = len(run.plan.eval_jobs)
     done = 0
@@ -100,7 +107,10 @@ def execute(run: Run) -> int:
             source = winner_of(run, pjob)
             encoder = load_encoder(run, source)
         except Exception as exc:
-            _fail(run, pjob, exc)
+            full = DiskFullError.of(exc, run.folder.artifacts(pjob.key))
+            _fail(run, pjob, full or exc)
+            if full is not None:
+                raise full from None
             if world_size() > 1:  # the other processes wait in a collective for this one: stop them all
                 raise SystemExit(f"process {rank()}: {pjob.label} seed {pjob.seed}: {exc}; stopping every process "
                                  "(finished jobs are kept, rerun to resume)") from exc
@@ -118,18 +128,46 @@ def execute(run: Run) -> int:
                     f"{e.dataset.display}: {summary} ({time.perf_counter() - t0:.1f} s)")
                 run.pm.hook.bench_job_finished(job=e, result={"status": "ok", "rows": rows})
             except Exception as exc:
-                _fail(run, e, exc)
+                full = DiskFullError.of(exc, run.folder.result(e.key))
+                _fail(run, e, full or exc)
+                if full is not None:
+                    raise full from None
     run.pm.hook.bench_run_finished(run=run, failed=len(run.failed))
     return len(run.failed)
 
 
 def _fail(run: Run, job: PretrainJob | EvalJob, exc: BaseException) -> None:
-    path = run.folder.log(job.key)
-    atomic_write_text(path, "".join(traceback.format_exception(exc)))
-    reason = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc} (traceback in {path})"
-    log(f"FAILED {job.describe()}\n  {reason}")
+    """Record a failed job; never raises, so the other jobs still run.
+
+    The traceback goes to ``<out>/logs/<key>.log``, one line to stderr (a :class:`BenchError` by its message
+    alone, anything else by its type and message and where its traceback is), and the failure to the
+    ``bench_job_finished`` hook. A log that cannot be written (read-only or vanished folder) is said on that
+    line. A :class:`DiskFullError` is only recorded (no log, no line): the run stops and ``bench`` reports it.
+    """
+    try:
+        reason = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose __str__ fails still fails its job
+        reason = type(exc).__name__
+    if not isinstance(exc, DiskFullError):
+        path = run.folder.log(job.key)
+        try:
+            atomic_write_text(path, "".join(traceback.format_exception(exc)))
+            if not isinstance(exc, BenchError):
+                reason += f" (traceback in {path})"
+        except Exception as log_exc:
+            reason += f" (its log could not be written to {path}: {type(log_exc).__name__}: {log_exc})"
+        try:
+            log(f"FAILED {job.describe()}: {reason}")
+        except Exception:  # stderr gone (a closed pipe): nothing left to tell
+            pass
     run.failed.append(job.key)
-    run.pm.hook.bench_job_finished(job=job, result={"status": "failed", "error": reason})
+    try:
+        run.pm.hook.bench_job_finished(job=job, result={"status": "failed", "error": reason})
+    except Exception as hook_exc:
+        try:
+            log(f"  a plugin's bench_job_finished hook failed on it: {type(hook_exc).__name__}: {hook_exc}")
+        except Exception:
+            pass
 
 
 def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, features: FeatureCache,
@@ -157,8 +195,13 @@ def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, fe
 
 
 def write_leaderboard(run: Run) -> str:
-    """Regenerate ``<out>/leaderboard.md`` from every result in the output folder; returns it."""
+    """Regenerate ``<out>/leaderboard.md`` from the results of this run's plan; returns it.
+
+    Results in the folder that no job of the plan produces (an earlier version of the file, another file's
+    results) stay on disk and are left out, with one line saying how many; ``bench leaderboard`` shows them all.
+    """
     results = run.folder.results_dir
-    text: str = render(read_rows([results]) if results.exists() else [], title=f"Leaderboard: {run.spec.name}")
+    text: str = render(read_rows([results]) if results.exists() else [], title=f"Leaderboard: {run.spec.name}",
+                       current_keys={job.key for job in run.plan.eval_jobs})
     atomic_write_text(run.folder.leaderboard, text)
     return text

@@ -9,6 +9,7 @@ then validates its own ``params`` with its ``Params`` model. Errors cite the fil
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import sys
 from pathlib import Path
@@ -208,40 +209,96 @@ def format_loc(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def raise_validation(source: str, err: ValidationError, prefix: tuple[str | int, ...] = ()) -> None:
-    """Turn a pydantic error into a SpecError citing the file and the dotted key of each problem."""
+def raise_validation(source: str, err: ValidationError, prefix: tuple[str | int, ...] = (),
+                     model: type[BaseModel] | None = None) -> None:
+    """Turn a pydantic error into a SpecError citing the file and the dotted key of each problem.
+
+    Given the ``model`` that was validated, an unknown key also gets the closest field name and the list
+    of valid fields (``did you mean 'temperature'? valid fields: proj_dim, temperature, views``).
+    """
     lines = []
     for e in err.errors():
         loc = format_loc(prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)))
         got = (f" (got {e['input']!r})"
                if e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict) else "")
-        lines.append(f"{loc}: {e['msg']}{got}")
+        hint = _field_hint(model, e["loc"]) if model is not None and e["type"] == "extra_forbidden" else ""
+        lines.append(f"{loc}: {e['msg']}{got}{hint}")
     first, *rest = lines
     loc, _, msg = first.partition(": ")
     raise SpecError(source, loc, msg + "".join(f"\n  {source}: {line}" for line in rest)) from None
 
 
+def _field_hint(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """'; did you mean 'x'? valid fields: ...' for the unknown key ``loc[-1]`` of ``model`` (or a model field of it)."""
+    for part in loc[:-1]:
+        info = model.model_fields.get(str(part))
+        annotation = info.annotation if info is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    fields = sorted(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return (f"; did you mean '{close[0]}'?" if close else ";") + f" valid fields: {', '.join(fields) or '(none)'}"
+
+
 def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``.
+
+    Raises:
+        SpecError: the file is missing, a folder, unreadable, not UTF-8 text or not valid TOML (one line naming it).
+    """
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(str(path), "", "benchmark file not found") from None
+    except IsADirectoryError:
+        raise SpecError(str(path), "", "is a folder, not a benchmark file") from None
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecError(str(path), f"line {line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x}); a benchmark "
+                        "file is TOML, saved as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(str(path), "", f"not valid TOML: {exc}") from None
 
 
 def load_benchmark(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> BenchmarkSpec:
-    """Read a benchmark file, apply a profile, validate it (and, given a registry, every plugin's params)."""
+    """Read a benchmark file, apply a profile, validate it (and, given a registry, every plugin's params).
+
+    Raises:
+        SpecError: the file or the profile is wrong; under a profile the key is cited as ``profiles.NAME: key``.
+    """
     path = Path(path)
     raw = read_toml(path)
-    source = path.name
-    if profile is not None:
-        profiles = raw.get("profiles", {})
-        if profile not in profiles:
-            raise SpecError(source, "profiles",
-                            f"no profile '{profile}'; available: {', '.join(sorted(profiles)) or '(none)'}")
-        raw = deep_merge(raw, profiles[profile])
+    if profile is None:
+        return validate_benchmark(raw, path.name, registry)
+    return validate_profile(raw, profile, path.name, registry)
+
+
+def load_profiles(path: str | Path, registry: Registry | None = None) -> dict[str | None, BenchmarkSpec]:
+    """The file's base spec (key None) and every ``[profiles.NAME]`` applied to it, each validated.
+
+    What ``bench validate FILE`` checks: a profile that only ``--profile NAME`` would have tripped over
+    fails here, naming the profile (``methods_cifar10_cpu.toml: profiles.long: methods[0].name: ...``).
+
+    Raises:
+        SpecError: the first problem, in the base or in a profile (in file order).
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    specs: dict[str | None, BenchmarkSpec] = {None: validate_benchmark(raw, path.name, registry)}
+    for name in specs[None].profiles:
+        specs[name] = validate_profile(raw, name, path.name, registry)
+    return specs
+
+
+def validate_benchmark(raw: dict[str, Any], source: str, registry: Registry | None = None) -> BenchmarkSpec:
+    """Validate a parsed benchmark file (and, given a registry, every component's name and params)."""
     try:
         spec = BenchmarkSpec.model_validate(raw)
     except ValidationError as err:
@@ -249,6 +306,25 @@ def load_benchmark(path: str | Path, profile: str | None = None, registry: Regis
     if registry is not None:
         validate_components(spec, registry, source)
     return spec
+
+
+def validate_profile(raw: dict[str, Any], profile: str, source: str,
+                     registry: Registry | None = None) -> BenchmarkSpec:
+    """``raw`` with ``[profiles.<profile>]`` deep-merged in, validated; errors cite ``profiles.<profile>``."""
+    profiles = raw.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise SpecError(source, "profiles", f"expected a table of [profiles.NAME] tables (got {profiles!r})")
+    if profile not in profiles:
+        raise SpecError(source, "profiles",
+                        f"no profile '{profile}'; available: {', '.join(sorted(profiles)) or '(none)'}")
+    where = f"profiles.{profile}"
+    if not isinstance(profiles[profile], dict):
+        raise SpecError(source, where, f"expected a table of overrides (got {profiles[profile]!r})")
+    try:
+        return validate_benchmark(deep_merge(raw, profiles[profile]), source, registry)
+    except SpecError as exc:
+        message = str(exc).removeprefix(f"{source}: ").replace(f"\n  {source}: ", f"\n  {source}: {where}: ")
+        raise SpecError(source, where, message) from None
 
 
 def axis_points(pre: PretrainSpec) -> list[PretrainSpec]:
@@ -288,7 +364,7 @@ def resolve(registry: Registry, kind: str, ref: ComponentRef, source: str, loc: 
     except ValidationError as err:
         prefix = tuple(int(p) if p.isdigit() else p
                        for p in loc.replace("[", ".").replace("]", "").split(".")) + ("params",)
-        raise_validation(source, err, prefix)
+        raise_validation(source, err, prefix, model=cls.Params)
 
 
 def eval_datasets(spec: BenchmarkSpec, evaluation: EvaluationSpec) -> list[DatasetRef]:

@@ -48,6 +48,30 @@ def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
             "-m", "ssl_bench.harness", *rest]
 
 
+def check_nproc(nproc: int, device: torch.device | None) -> None:
+    """Refuse ``--nproc N`` that cannot be honoured, before anything is computed.
+
+    Args:
+        nproc: the processes asked for.
+        device: where they would run (None for ``--dry-run``: only the count itself is checked). On CUDA each
+            process needs a GPU of its own; on the CPU more processes than cores only thrash.
+
+    Raises:
+        UsageError: fewer than 1 process, or more than the GPUs (CUDA) or the CPU cores (``os.cpu_count()``).
+    """
+    if nproc < 1:
+        raise UsageError(f"--nproc {nproc}: needs at least 1 process")
+    if device is None:
+        return
+    if device.type == "cuda":
+        count, what = torch.cuda.device_count(), "GPUs"
+    else:
+        count, what = os.cpu_count() or 1, "CPU cores"
+    if nproc > count:
+        raise UsageError(f"--nproc {nproc}: more processes than {what} on this machine ({count}); "
+                         f"use --nproc {count} or fewer")
+
+
 def relaunch(argv: Sequence[str], nproc: int) -> NoReturn:
     """Replace this process by torchrun running ``bench ARGV`` in ``nproc`` processes."""
     if launched_by_torchrun():
