@@ -14,6 +14,7 @@ Kinds:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,21 @@ class Dataset:
     def load(self, split: str, ctx: DataContext) -> ImageSet:
         """Return ``split`` as an ImageSet (images uint8 of shape (N, C, H, W), labels int64 (N,))."""
         raise NotImplementedError
+
+    def fingerprint(self, split: str, ctx: DataContext) -> str:
+        """The identity of the data ``load(split, ctx)`` would read, for job keys; '' when params say it all.
+
+        The plan puts it in the content key of every job that reads ``split`` (beside the params), so a
+        changed dataset (another ``--data-root``, a file fixed in place) is new work, not a ``[done]`` job.
+        It must be cheap (the plan calls it for every dataset on every ``bench run``; never decode): a
+        dataset read from files returns :func:`~ssl_bench.harness.data.file_fingerprint` of them (paths,
+        sizes, modification times, what its decode cache keys on), an embedded one returns ''. Data
+        that cannot be found yet returns '' too (``load`` reports it when the job runs).
+
+        The default, for datasets that do not override it, is a digest of the resolved data root: the
+        jobs are redone under another ``--data-root``, though not when a file changes in place.
+        """
+        return hashlib.sha256(str(ctx.root.resolve()).encode()).hexdigest()[:16]
 
 
 class Augmentation:

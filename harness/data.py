@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,13 +197,53 @@ def to_float(images: Tensor) -> Tensor:
     return images.float().div_(255)
 
 
-def cached(path: Path, build: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Load a dict of tensors from ``path``, or build it and save it there atomically."""
+def cached(path: Path, build: Callable[[], dict[str, Tensor]],
+           check: Callable[[dict[str, Tensor]], str | None] | None = None) -> dict[str, Tensor]:
+    """Load a dict of tensors from ``path``, or build it and save it there atomically.
+
+    A cache is never trusted blindly: a file that cannot be read (truncated by a kill or a full disk,
+    corrupt), that is not a dict of tensors, or that ``check`` rejects is discarded with a one-line
+    warning on stderr and built again, so a bad cache costs one rebuild instead of failing every rerun.
+
+    Args:
+        path: the cache file (``torch.save`` format, read with ``weights_only=True``).
+        build: makes the value when the cache is absent or discarded.
+        check: returns why a loaded value is unfit (e.g. a row count that disagrees), or None.
+    """
     if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+        problem: str | None
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True)
+            problem = _not_tensor_dict(value)
+        except MemoryError:
+            raise  # a whole cache too big to load is not a broken one
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache is discarded the same way
+            value, problem = None, f"unreadable ({_first_line(exc)})"
+        if problem is None and check is not None:
+            problem = check(value)
+        if problem is None:
+            return value  # type: ignore[no-any-return]
+        path.unlink(missing_ok=True)
+        warn_discarded(path, problem)
     value = build()
     atomic_torch_save(value, path)
     return value
+
+
+def warn_discarded(path: Path, problem: str) -> None:
+    """Say in one line on stderr that the cache file ``path`` is discarded and rebuilt, and why."""
+    print(f"warning: {path}: {problem}; cache discarded, recomputing it", file=sys.stderr, flush=True)
+
+
+def _not_tensor_dict(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()):
+        return f"not a cache of this harness (a {type(value).__name__}, not a dict of tensors)"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def map_uint8(path: Path, shape: Sequence[int]) -> Tensor:
@@ -226,16 +267,19 @@ def cached_mapped(path: Path, row_shape: Sequence[int],
     ``build(write)`` calls ``write(rows)`` with uint8 (K, *row_shape) chunks in order and returns JSON
     metadata. The rows go to a temporary file renamed to ``path`` when complete, then the sidecar
     ``path.with_suffix(".json")`` (the shape and the metadata) is written atomically; a cache missing
-    either, or whose size disagrees with its shape, is built again. Memory holds one chunk at a time.
+    its sidecar, with an unreadable sidecar, or whose size disagrees with its shape (truncated) is
+    built again, with a one-line warning on stderr. Memory holds one chunk at a time.
 
     Returns:
         the mapped uint8 tensor (N, *row_shape) (see :func:`map_uint8`) and the metadata.
     """
     sidecar = path.with_suffix(".json")
-    if path.exists() and sidecar.exists():
-        stored: dict[str, Any] = json.loads(sidecar.read_text())
-        if path.stat().st_size == math.prod(stored["shape"]):
+    if path.exists():
+        problem = _mapped_problem(path, sidecar)
+        if problem is None:
+            stored: dict[str, Any] = json.loads(sidecar.read_text())
             return map_uint8(path, stored["shape"]), stored
+        warn_discarded(path, problem)  # the rebuilt file replaces it (a process mapping it keeps its pages)
     meta: dict[str, Any] = {}
     written = [0]
 
@@ -254,6 +298,21 @@ def cached_mapped(path: Path, row_shape: Sequence[int],
     meta["shape"] = [written[0], *row_shape]
     atomic_write_text(sidecar, json.dumps(meta))
     return map_uint8(path, meta["shape"]), meta
+
+
+def _mapped_problem(path: Path, sidecar: Path) -> str | None:
+    """Why the raw cache ``path`` and its sidecar cannot be used (missing, unreadable, wrong size), or None."""
+    try:
+        stored = json.loads(sidecar.read_text())
+        shape = [int(n) for n in stored["shape"]]
+    except FileNotFoundError:
+        return f"no sidecar {sidecar.name} (the build was interrupted)"
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign sidecar is discarded the same way
+        return f"sidecar {sidecar.name} unreadable ({_first_line(exc)})"
+    size = path.stat().st_size
+    if size != math.prod(shape):
+        return f"{size} bytes, but its sidecar says shape {tuple(shape)} ({math.prod(shape)} bytes): truncated"
+    return None
 
 
 def file_fingerprint(paths: Sequence[Path]) -> str:

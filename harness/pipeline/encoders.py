@@ -10,6 +10,12 @@ One function per kind of :class:`~ssl_bench.harness.pipeline.plan.PretrainJob`:
 
 :func:`ensure_pretrained` dispatches on the kind and skips what is saved already; :func:`load_encoder`
 loads a finished encoder. Where the files go is :class:`~ssl_bench.harness.record.layout.RunFolder`'s.
+
+A finished job is saved as one unit (:func:`save_encoder`): ``encoder.pt``, ``pretrain.json`` and
+``job.json`` (the resolved spec and the key of the data it read), each atomically, then the done
+marker ``done.json``; only the marker makes a job done, so a kill or a full disk part-way leaves a
+job that is simply redone. A sweep's ``selection.json`` is its marker, written after its ``job.json``.
+Before training, :mod:`~ssl_bench.harness.pipeline.budget` refuses a job that cannot fit in memory.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from torch import nn
 
 from ssl_bench.harness.components import Backbone, EvalTask, instantiate_method
 from ssl_bench.harness.data import stratified_split
+from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.pipeline.budget import pretrain_memory_problem
 from ssl_bench.harness.pipeline.features import FeatureCache
 from ssl_bench.harness.pipeline.plan import PretrainJob
 from ssl_bench.harness.pipeline.train import PretrainStats, pretrain
 from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write_text
 from ssl_bench.harness.record.layout import RunFolder
-from ssl_bench.harness.scale.distributed import agree, barrier, is_main
+from ssl_bench.harness.scale.distributed import agree, barrier, is_main, world_size
+from ssl_bench.harness.scale.machine import LoadMeter
 
 if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.runner import Run
@@ -60,7 +69,7 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
     """
     if job.kind == "select":
         return ensure_selected(run, job)
-    if agree(run.folder.encoder(job.key).exists()):
+    if agree(is_saved(run.folder, job.key)):
         return read_stats(run.folder, job)
     if job.kind == "snapshot":
         return ensure_snapshot(run, job)
@@ -69,7 +78,7 @@ def ensure_pretrained(run: Run, job: PretrainJob) -> PretrainStats:
 
 def missing_snapshots(run: Run, job: PretrainJob) -> list[PretrainJob]:
     """The snapshots of run ``job`` whose encoder is not saved yet."""
-    return [s for s in run.plan.snapshots_of(job) if not run.folder.encoder(s.key).exists()]
+    return [s for s in run.plan.snapshots_of(job) if not is_saved(run.folder, s.key)]
 
 
 def ensure_snapshot(run: Run, job: PretrainJob) -> PretrainStats:
@@ -83,10 +92,34 @@ def ensure_snapshot(run: Run, job: PretrainJob) -> PretrainStats:
     return read_stats(run.folder, job)
 
 
-def save_encoder(folder: RunFolder, key: str, backbone: nn.Module, stats: PretrainStats) -> None:
-    """Save ``backbone``'s weights and ``stats`` as the finished encoder of pretraining job ``key``."""
+def is_saved(folder: RunFolder, key: str) -> bool:
+    """Whether the encoder of pretraining job ``key`` is saved whole (its done marker is there)."""
+    return folder.done_marker(key).exists()
+
+
+def write_job_spec(folder: RunFolder, job: PretrainJob, data_key: str) -> None:
+    """Write ``job.json``: the job's fully resolved spec and ``data_key``, the key of the split it read."""
+    atomic_write_text(folder.job_spec(job.key), json.dumps(job.record() | {"data_key": data_key}, indent=2))
+
+
+def save_encoder(folder: RunFolder, job: PretrainJob, backbone: nn.Module, stats: PretrainStats, *,
+                 data_key: str) -> None:
+    """Save the finished encoder of ``job`` as one unit: ``backbone``'s weights, ``stats`` and ``job.json``,
+    each atomically, then the done marker listing them (so a unit without its marker is redone).
+
+    Args:
+        folder: the output folder.
+        job: the pretraining job (a run, a sweep cell or a snapshot).
+        backbone: its trained backbone (the state dict is saved).
+        stats: what the pretraining reported.
+        data_key: the ``ImageSet.key`` of the split it was trained on (recorded in ``job.json``).
+    """
+    key = job.key
     atomic_torch_save(backbone.state_dict(), folder.encoder(key))
     atomic_write_text(folder.stats(key), json.dumps(stats.as_dict()))
+    write_job_spec(folder, job, data_key)
+    unit = [folder.encoder(key), folder.stats(key), folder.job_spec(key)]
+    atomic_write_text(folder.done(key), json.dumps({"key": key, "files": {p.name: p.stat().st_size for p in unit}}))
 
 
 def _train(run: Run, job: PretrainJob, folder_key: str, snapshots: list[PretrainJob],
@@ -102,20 +135,29 @@ def _train(run: Run, job: PretrainJob, folder_key: str, snapshots: list[Pretrain
     checkpoint = run.folder.checkpoint(folder_key)  # what pretrain() writes in its workdir
     stats = PretrainStats()
     if method_cls.trains and job.pretrain.epochs > 0:
+        problem = pretrain_memory_problem(train, job.pretrain.batch_size // world_size(), len(method.views), method,
+                                          run.device, f"{job.label} seed {job.seed}")
+        if agree(problem is not None):  # under torchrun every process stops on rank 0's verdict
+            raise BenchError(problem or f"{job.label} seed {job.seed}: does not fit in memory (see rank 0)")
         pipelines = {view: run.registry.get("augmentations", r.name)(r.params) for view, r in job.views.items()}
         resumed = checkpoint.exists()
         log(f"{'resuming' if resumed else 'pretraining'} {job.label} seed {job.seed} "
             f"({job.pretrain.epochs} epochs of {job.dataset.display} on {run.device})")
-        saves = {s.snapshot_step: functools.partial(save_encoder, run.folder, s.key, method.backbone)
+        saves = {s.snapshot_step: functools.partial(save_encoder, run.folder, s, method.backbone, data_key=train.key)
                  for s in snapshots}
+        meter = LoadMeter(threads=torch.get_num_threads()).start()
         stats = pretrain(method, pipelines, train, job.pretrain, seed=job.seed, device=run.device,
                          workdir=workdir, progress=run.progress, desc=f"{job.label} s{job.seed}",
                          snapshots=saves, stop_at=stop_at)
+        load = meter.stop()
+        stats.threads, stats.load_others, stats.contended = load.threads, load.others, load.contended
+        if load.contended:
+            log(f"  timing contended: other processes kept {load.others:.1f} cores busy while it trained")
         log(f"pretrained {job.label} seed {job.seed}: {stats.steps} steps, loss {stats.final_loss:.3f}, "
             f"{stats.images_per_s:.0f} img/s, {stats.train_s:.0f} s")
     if is_main():
         if stop_at is None:
-            save_encoder(run.folder, folder_key, method.backbone, stats)
+            save_encoder(run.folder, job, method.backbone, stats, data_key=train.key)
             run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
         checkpoint.unlink(missing_ok=True)
     barrier()
@@ -150,6 +192,7 @@ def ensure_selected(run: Run, job: PretrainJob) -> PretrainStats:
                 f"{scores[cell.key]:.2f}")
         if is_main():
             winner = max(job.candidates, key=lambda c: scores[c.key])
+            write_job_spec(run.folder, job, train.key)  # selection.json, written last, is the marker
             atomic_write_text(selection, json.dumps({
                 "winner": winner.key, "select": job.pretrain.select, "hparams": dict(winner.hparams),
                 "scores": [{"key": c.key, "hparams": dict(c.hparams), "score": scores[c.key]} for c in job.candidates]},

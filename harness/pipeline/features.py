@@ -34,6 +34,8 @@ class FeatureCache:
 
     ``cache(imageset)`` extracts the whole source split once (the first time any subset of it is
     asked for) and indexes it, so validation carve-outs and label fractions cost nothing more.
+    A cache file that is truncated, unreadable or of another row count is discarded with a one-line
+    warning and extracted again (:func:`~ssl_bench.harness.data.cached`).
     """
 
     def __init__(self, encoder: nn.Module, device: torch.device, folder: Path) -> None:
@@ -52,6 +54,17 @@ class FeatureCache:
                 raise ValueError(f"register the full split of {images.key} before asking for a subset")
             name = hashlib.sha256(images.key.encode()).hexdigest()[:16] + ".pt"
             self._memory[images.key] = cached(
-                self.folder / name, lambda: {"features": extract(self.encoder, source, self.device)})["features"]
+                self.folder / name, lambda: {"features": extract(self.encoder, source, self.device)},
+                check=lambda value: _unfit(value, len(source)))["features"]
         feats = self._memory[images.key]
         return feats if images.indices is None else feats[images.indices]
+
+
+def _unfit(value: dict[str, Tensor], rows: int) -> str | None:
+    """Why a loaded feature cache is not the (``rows``, D) float features of its split, or None."""
+    feats = value.get("features")
+    if feats is None or feats.ndim != 2 or not feats.is_floating_point():
+        return "not a feature cache (no float (N, D) 'features')"
+    if feats.shape[0] != rows:
+        return f"{feats.shape[0]} feature rows for a split of {rows} images"
+    return None

@@ -3,6 +3,17 @@
 A job's key hashes its fully resolved spec: plugin params with defaults filled in, data subset,
 seed, budget and the versions of the plugins involved. Same key = same work, so ``bench run`` skips
 a job whose result exists, and changing one parameter re-runs only the jobs it reaches.
+
+The data itself is part of the key too, where the plan is given the :class:`DataContext` its jobs
+will load from (``make_plan(..., data=ctx)``): each split a job reads contributes the dataset's
+:meth:`~ssl_bench.harness.components.Dataset.fingerprint` (for file datasets the paths, sizes and
+modification times of its files, the same identity the decode caches key on; computed from a
+listing, never by decoding). A fixed dataset, or another ``--data-root``, thus gives new keys: its
+jobs are redone into new files beside the old ones, which stay as they were. The fingerprint lives
+in the plan rather than being read off the loaded :class:`~ssl_bench.harness.data.ImageSet` when a
+job runs because "done" is decided before anything is loaded (the dry run, the skip of finished
+evaluations). Embedded datasets (``shapes``, ``digits``) have an empty fingerprint and a plan made
+without a context has none at all: their keys are what they were before fingerprints existed.
 """
 
 from __future__ import annotations
@@ -10,9 +21,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from ssl_bench.harness.components import DataContext
+from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.pipeline.specs import (
     BenchmarkSpec,
     ComponentRef,
@@ -90,6 +104,21 @@ class PretrainJob:
     snapshot_of: PretrainJob | None = None
     """For a ``snapshot``: the run it is taken from (``snapshot_step`` optimizer steps in)."""
     snapshot_step: int = 0
+    data: str = ""
+    """Fingerprint of the pretraining split's data (:meth:`Dataset.fingerprint`), in the key unless ''."""
+
+    def record(self) -> dict[str, Any]:
+        """The fully resolved spec of this job as JSON-ready data (its ``job.json``): key, kind, the
+        method, backbone, dataset and view pipelines with every param resolved, the budget, seed, sweep
+        cell, snapshot step and data fingerprint."""
+        budget = self.pretrain.model_dump(mode="json", exclude={"dataset", "backbone", "augmentations", "axes"})
+        return {"key": self.key, "kind": self.kind, "label": self.label, "seed": self.seed,
+                "method": self.method.payload(), "backbone": self.backbone.payload(),
+                "dataset": self.dataset.payload(), "views": {v: r.payload() for v, r in self.views.items()},
+                "budget": budget, "hparams": dict(self.hparams), "data": self.data,
+                "candidates": [c.key for c in self.candidates],
+                "snapshot_of": self.snapshot_of.key if self.snapshot_of is not None else None,
+                "snapshot_step": self.snapshot_step, "harness": harness_version()}
 
     def describe(self) -> str:
         """One line of ``bench run --dry-run``."""
@@ -121,6 +150,8 @@ class EvalJob:
     grid: dict[str, tuple[float, ...]]
     metric: str
     val_fraction: float
+    data: tuple[str, str] = ("", "")
+    """Fingerprints of the target's train and test splits (:meth:`Dataset.fingerprint`), in the key unless ''."""
 
     def describe(self) -> str:
         grid = " x ".join(f"{k}{list(v)}" for k, v in self.grid.items()) or "no sweep"
@@ -158,13 +189,42 @@ def _dataset(registry: Registry, ref: DatasetRef, source: str, loc: str) -> Reso
     return ResolvedDataset(r.name, r.params, r.version, ref.train_size, ref.test_size, ref.train_split)
 
 
+Fingerprint = Callable[[ResolvedDataset, str], str]
+"""(dataset, "train" | "test") -> the data fingerprint of that split ('' when there is none)."""
+
+
+def data_fingerprints(registry: Registry, data: DataContext | None) -> Fingerprint:
+    """The fingerprint function of a plan: each dataset split's :meth:`Dataset.fingerprint`, computed once.
+
+    ``"train"`` means the dataset's ``train_split``. Without a context (``data`` None) every fingerprint
+    is ''. A dataset whose data cannot be found or listed yet has '' too: its job reports it when it runs.
+    """
+    memo: dict[tuple[str, str], str] = {}
+
+    def fingerprint(ds: ResolvedDataset, split: str) -> str:
+        if data is None:
+            return ""
+        source = ds.train_split if split == "train" else split
+        memo_key = (content_key(ds.payload()), source)
+        if memo_key not in memo:
+            dataset = registry.get("datasets", ds.name)(ds.params)
+            try:
+                memo[memo_key] = dataset.fingerprint(source, data) if source in dataset.splits else ""
+            except (BenchError, OSError):
+                memo[memo_key] = ""
+        return memo[memo_key]
+
+    return fingerprint
+
+
 def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
-                   pre: PretrainSpec) -> list[PretrainJob]:
+                   pre: PretrainSpec, fingerprint: Fingerprint) -> list[PretrainJob]:
     """The pretraining jobs of method ``i`` at one point of the axes: a job per seed (with its sweep cells)."""
     m = spec.methods[i]
     method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
     jobs: list[PretrainJob] = []
     dataset = _dataset(registry, pre.dataset, source, "pretrain.dataset")
+    data = fingerprint(dataset, "train")
     backbone = _resolve(registry, "backbones", pre.backbone, source, "pretrain.backbone")
     views = {v: _resolve(registry, "augmentations", pre.augmentations.get(v, ComponentRef(name=v)), source,
                          f"pretrain.augmentations.{v}") for v in getattr(method.params, "views", ())}
@@ -180,9 +240,9 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
                    "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
                    "harness": harness_version()}  # an untrained method's budget changes nothing
         inputs = method_cls.fingerprint(method.params)
-        key = content_key(payload | ({"inputs": inputs} if inputs else {}))
+        key = content_key(payload | ({"inputs": inputs} if inputs else {}) | ({"data": data} if data else {}))
         return PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, spec_, kind=kind,
-                           hparams=tuple(cell.items()))
+                           hparams=tuple(cell.items()), data=data)
 
     for seed in spec.seeds:
         if not cells:
@@ -198,18 +258,29 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
         key = content_key({"kind": "select", "candidates": [c.key for c in candidates], "select": pre.select,
                            "val_fraction": spec.val_fraction})
         jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre, kind="select",
-                                candidates=candidates))
+                                candidates=candidates, data=data))
     return jobs
 
 
-def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark") -> Plan:
-    """Every (method, seed) pretraining job and every (encoder, evaluation, dataset) job."""
+def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark",
+              data: DataContext | None = None) -> Plan:
+    """Every (method, seed) pretraining job and every (encoder, evaluation, dataset) job.
+
+    Args:
+        spec: the benchmark.
+        registry: the components.
+        source: the benchmark file's name, for error messages.
+        data: where the jobs will load their data from; when given, every key covers the fingerprint
+            of the data its job reads (see the module docstring), else no data fingerprint is used.
+    """
+    fingerprint = data_fingerprints(registry, data)
     pretrain_jobs: list[PretrainJob] = []
     eval_jobs: list[EvalJob] = []
     for i in range(len(spec.methods)):
         for pre in axis_points(method_pretrain(spec, i, source)):
             known = {j.key for j in pretrain_jobs}  # axes an untrained method ignores collapse into one job
-            pretrain_jobs += [j for j in _pretrain_jobs(spec, registry, source, i, pre) if j.key not in known]
+            pretrain_jobs += [j for j in _pretrain_jobs(spec, registry, source, i, pre, fingerprint)
+                              if j.key not in known]
     for j, ev in enumerate(spec.evaluations):
         evaluator = _resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source,
                              f"evaluations[{j}]")
@@ -218,9 +289,12 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
         metric = ev.metric or cls.selection_metric
         for k, ref in enumerate(eval_datasets(spec, ev)):
             target = _dataset(registry, ref, source, f"evaluations[{j}].datasets[{k}]")
+            target_data = (fingerprint(target, "train"), fingerprint(target, "test"))
             for job in pretrain_jobs:
-                key = content_key({"kind": "eval", "benchmark": spec.name, "pretrain": job.key, "label": job.label,
-                                   "evaluator": evaluator.payload(), "dataset": target.payload(), "grid": grid,
-                                   "metric": metric, "val_fraction": spec.val_fraction, "harness": harness_version()})
-                eval_jobs.append(EvalJob(key, spec.name, job, evaluator, target, grid, metric, spec.val_fraction))
+                payload = {"kind": "eval", "benchmark": spec.name, "pretrain": job.key, "label": job.label,
+                           "evaluator": evaluator.payload(), "dataset": target.payload(), "grid": grid,
+                           "metric": metric, "val_fraction": spec.val_fraction, "harness": harness_version()}
+                key = content_key(payload | ({"data": list(target_data)} if any(target_data) else {}))
+                eval_jobs.append(EvalJob(key, spec.name, job, evaluator, target, grid, metric, spec.val_fraction,
+                                         target_data))
     return Plan(pretrain_jobs, eval_jobs)

@@ -4,7 +4,9 @@ Layout of an output folder (``bench run --out <out>``)::
 
     <out>/artifacts/<pretrain key>/encoder.pt      backbone weights of a finished pretraining
     <out>/artifacts/<pretrain key>/pretrain.json   PretrainStats
-    <out>/artifacts/<select key>/selection.json    a pretraining sweep's scores and winner
+    <out>/artifacts/<key>/job.json                 the fully resolved job spec (and the data it read)
+    <out>/artifacts/<pretrain key>/done.json       written last: the files above are complete
+    <out>/artifacts/<select key>/selection.json    a pretraining sweep's scores and winner (written last)
     <out>/artifacts/<pretrain key>/last.pt         resumable state of an unfinished pretraining
     <out>/artifacts/<pretrain key>/features/       cached features per dataset split
     <out>/results/<eval key>.parquet               result rows of a finished evaluation
@@ -12,7 +14,10 @@ Layout of an output folder (``bench run --out <out>``)::
     <out>/logs/<key>.log                           traceback of a failed job
     <out>/leaderboard.md                           regenerated after every run
 
-The runner writes these, ``bench run --dry-run`` reads them to mark jobs done, and the
+A finished pretraining is one unit: ``encoder.pt``, ``pretrain.json`` and ``job.json`` are each written
+atomically, then ``done.json`` (:meth:`RunFolder.done_marker`) is; a folder without it (a kill or a full
+disk in between) is not done and the job is redone. The runner writes these, ``bench run --dry-run``
+reads them to mark jobs done, and the
 ``pretrained`` method reads another run's folder through the same class. ``bench worker`` keeps its
 default job queue beside them (``<out>/optuna.journal``, see :mod:`ssl_bench.harness.scale.storage`).
 """
@@ -33,6 +38,8 @@ class RunFolder:
     # pipeline.train writes in the folder it is given (its own CHECKPOINT constant; a test keeps them equal).
     ENCODER = "encoder.pt"
     STATS = "pretrain.json"
+    JOB = "job.json"
+    DONE = "done.json"
     SELECTION = "selection.json"
     CHECKPOINT = "last.pt"
     FEATURES = "features"
@@ -79,6 +86,14 @@ class RunFolder:
         """The ``PretrainStats`` (JSON) saved beside the encoder."""
         return self.artifacts(pretrain_key) / self.STATS
 
+    def job_spec(self, pretrain_key: str) -> Path:
+        """The fully resolved spec (JSON) of the job whose artifact folder this is."""
+        return self.artifacts(pretrain_key) / self.JOB
+
+    def done(self, pretrain_key: str) -> Path:
+        """The marker written after every other file of a finished pretraining (see :meth:`done_marker`)."""
+        return self.artifacts(pretrain_key) / self.DONE
+
     def selection(self, select_key: str) -> Path:
         """A pretraining sweep's record (JSON): every cell's validation score and the winner's key."""
         return self.artifacts(select_key) / self.SELECTION
@@ -115,10 +130,12 @@ class RunFolder:
         return self.root / "leaderboard.md"
 
     def done_marker(self, pretrain_key: str, *, select: bool = False) -> Path:
-        """The file whose presence marks a pretraining job finished.
+        """The file whose presence marks a pretraining job finished: written last, after the whole unit.
 
         Args:
             pretrain_key: the job's content key.
-            select: the job selects a sweep's winner (its record is ``selection.json``, not an encoder).
+            select: the job selects a sweep's winner (its record is ``selection.json``, written after its
+                ``job.json``); otherwise ``done.json``, written after ``encoder.pt``, ``pretrain.json`` and
+                ``job.json``, so an encoder without it is a half-written job, redone.
         """
-        return self.selection(pretrain_key) if select else self.encoder(pretrain_key)
+        return self.selection(pretrain_key) if select else self.done(pretrain_key)

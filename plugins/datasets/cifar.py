@@ -58,6 +58,17 @@ class CifarParams(BaseParams):
     """Side of the square images in pixels; 32 is the native size, others are resized once and cached."""
 
 
+def cifar_fingerprint(name: str, split: str, ctx: DataContext) -> str:
+    """The identity of the files ``split`` is read from (the Parquet file, else every file of the
+    torchvision layout's folder), without decoding; '' when neither is there yet."""
+    file = ctx.root / name / f"{split}.parquet"
+    if file.is_file():
+        return file_fingerprint([file])
+    folder = ctx.root / {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    files = sorted(f for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+    return file_fingerprint(files) if files else ""
+
+
 def load_cifar(name: str, split: str, params: CifarParams, ctx: DataContext) -> ImageSet:
     """Load CIFAR-10 or CIFAR-100 ``split`` as uint8 images (N, 3, S, S) and int64 labels (N,).
 
@@ -112,6 +123,10 @@ class Cifar10(Dataset):
         """Return ``split``: uint8 images (N, 3, S, S) (S = ``image_size``, 32), int64 labels (N,) in 0..9."""
         return load_cifar(self.name, split, self.params, ctx)
 
+    def fingerprint(self, split: str, ctx: DataContext) -> str:
+        """See :func:`cifar_fingerprint`."""
+        return cifar_fingerprint(self.name, split, ctx)
+
 
 class Cifar100(Dataset):
     """CIFAR-100: 50,000 train and 10,000 test 32x32 colour images of 100 fine classes."""
@@ -126,6 +141,10 @@ class Cifar100(Dataset):
     def load(self, split: str, ctx: DataContext) -> ImageSet:
         """Return ``split``: uint8 images (N, 3, S, S) (S = ``image_size``, 32), int64 labels (N,) in 0..99."""
         return load_cifar(self.name, split, self.params, ctx)
+
+    def fingerprint(self, split: str, ctx: DataContext) -> str:
+        """See :func:`cifar_fingerprint`."""
+        return cifar_fingerprint(self.name, split, ctx)
 
 
 @hookimpl

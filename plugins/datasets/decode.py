@@ -9,6 +9,12 @@ modification times), the resolution and the corrupt-file policy, so a second loa
 never decodes again. With ``stream`` (a dataset's ``stream = true``) the images are decoded chunk by
 chunk into a raw uint8 file instead, returned memory-mapped, for splits larger than memory. Skipped
 files are reported on every load through the ``bench.data`` logger (stderr by default).
+
+Before an image is decoded its header is read (PNG's IHDR, JPEG's SOF marker, else PIL's lazy open):
+an image over :func:`max_pixels` (``BENCH_MAX_MEGAPIXELS``, default 64 megapixels: a 1.7 MB PNG can
+hold 24,000 x 24,000 pixels, 1.7 GB decoded) and an image of more than 8 bits per channel (16-bit
+PNG or TIFF, which would otherwise be clipped or wrapped into uint8) are a DataError naming the file
+or row, never decoded. Both count as unreadable images for ``on_corrupt = "skip"``.
 """
 
 from __future__ import annotations
@@ -31,8 +37,14 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from ssl_bench.harness import DataError, cached, cached_mapped, file_fingerprint, resize_uint8
 
-CACHE_VERSION = 1
-"""Part of every cache key; bump when decoding changes."""
+CACHE_VERSION = 2
+"""Part of every cache key; bump when decoding changes (2: 16-bit images refused, not clipped)."""
+
+MAX_MEGAPIXELS = 64
+"""Default largest image decoded, in megapixels (width x height / 10**6); ``BENCH_MAX_MEGAPIXELS`` overrides it."""
+
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""JPEG start-of-frame markers (they carry the precision, height and width)."""
 
 OnCorrupt = Literal["error", "skip"]
 """What a dataset does with an unreadable image: fail naming the file, or leave it out and report it."""
@@ -41,6 +53,90 @@ CHUNK = 2048
 """Files decoded between two checks for an error."""
 
 log = logging.getLogger("bench.data")
+
+
+def max_pixels() -> int:
+    """The largest image decoded, in pixels: ``BENCH_MAX_MEGAPIXELS`` (megapixels) or :data:`MAX_MEGAPIXELS`."""
+    raw = os.environ.get("BENCH_MAX_MEGAPIXELS", "").strip()
+    if not raw:
+        return MAX_MEGAPIXELS * 1_000_000
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise DataError(f"BENCH_MAX_MEGAPIXELS={raw!r}: expected a positive number of megapixels (default "
+                        f"{MAX_MEGAPIXELS})")
+    return int(value * 1_000_000)
+
+
+WIDE_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+"""PIL modes of more than 8 bits per channel."""
+
+
+def image_header(blob: bytes) -> tuple[int, int, int] | None:
+    """(width, height, bits per channel) read from an encoded image's header, or None when unknown.
+
+    PNG and JPEG headers are parsed directly (a few bytes); other formats through PIL, which reads the
+    header only. Nothing is decoded.
+    """
+    if blob[:8] == b"\x89PNG\r\n\x1a\n" and blob[12:16] == b"IHDR" and len(blob) >= 25:
+        return int.from_bytes(blob[16:20], "big"), int.from_bytes(blob[20:24], "big"), blob[24]
+    if blob[:2] == b"\xff\xd8":
+        return _jpeg_header(blob)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(blob)) as im:
+                return im.width, im.height, 16 if im.mode in WIDE_MODES else 8
+    except Image.DecompressionBombError as exc:
+        raise DataError(str(exc).splitlines()[0]) from None
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _jpeg_header(blob: bytes) -> tuple[int, int, int] | None:
+    """(width, height, precision) from a JPEG's start-of-frame marker, or None when there is none."""
+    i, n = 2, len(blob)
+    while i + 4 <= n:
+        if blob[i] != 0xFF:
+            return None
+        marker = blob[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            return int.from_bytes(blob[i + 7:i + 9], "big"), int.from_bytes(blob[i + 5:i + 7], "big"), blob[i + 4]
+        i += 2 + int.from_bytes(blob[i + 2:i + 4], "big")
+    return None
+
+
+def check_header(blob: bytes, where: str) -> None:
+    """Refuse, before decoding, an image over :func:`max_pixels` or of more than 8 bits per channel.
+
+    Raises:
+        DataError: naming ``where``, the size and the limit (or the bit depth).
+    """
+    try:
+        header = image_header(blob)
+    except DataError as exc:  # PIL's own bomb limit (far above ours)
+        raise DataError(f"{where}: {exc}; over the limit of {max_pixels() / 1e6:g} megapixels") from None
+    if header is None:
+        return
+    width, height, bits = header
+    limit = max_pixels()
+    if width * height > limit:
+        raise DataError(f"{where}: image is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels, "
+                        f"{3 * width * height / 1e9:.1f} GB decoded), over the limit of {limit / 1e6:g} "
+                        "megapixels; set BENCH_MAX_MEGAPIXELS to raise it, or shrink the image")
+    if bits > 8:
+        raise DataError(f"{where}: {bits}-bit image; ssl-bench reads 8 bits per channel (uint8), and would "
+                        "clip it: convert the image to 8 bits")
 
 
 def decode_blob(blob: bytes, where: str) -> Tensor:
@@ -54,19 +150,28 @@ def decode_blob(blob: bytes, where: str) -> Tensor:
         uint8 tensor of shape (3, H, W).
 
     Raises:
-        DataError: the bytes are empty or no decoder can read them.
+        DataError: the bytes are empty, no decoder can read them, or the image is over the pixel limit
+            or of more than 8 bits per channel (:func:`check_header`).
     """
     if not blob:
         raise DataError(f"{where}: no image bytes")
+    check_header(blob, where)
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates torchvision.io in favour of torchcodec
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            return decode_image(  # type: ignore[no-any-return]
-                torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            image: Tensor = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        if image.dtype != torch.uint8:
+            raise DataError(f"{where}: {image.dtype} image; ssl-bench reads 8 bits per channel (uint8): convert "
+                            "the image to 8 bits")
+        return image
     try:
         with Image.open(io.BytesIO(blob)) as im:
+            if im.mode in WIDE_MODES:
+                raise DataError(f"{where}: image of PIL mode {im.mode} (more than 8 bits per channel); ssl-bench "
+                                "reads 8 bits per channel: convert the image to 8 bits")
             array = np.asarray(im.convert("RGB"))  # (H, W, 3)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise DataError(f"{where}: corrupt image: {first}") from None
@@ -108,7 +213,7 @@ def _decode_chunk(blobs: Sequence[bytes | None], start: int, size: int, where: C
                   skipped: list[int] | None) -> list[Tensor]:
     """Decode rows ``start:start + size``: all-JPEG chunks in one native call, else image by image."""
     chunk = blobs[start : start + size]
-    if all(blob and blob[:2] == b"\xff\xd8" for blob in chunk):
+    if all(blob and blob[:2] == b"\xff\xd8" and _header_ok(blob) for blob in chunk):
         try:
             datas = [torch.frombuffer(bytearray(blob or b""), dtype=torch.uint8) for blob in chunk]
             return decode_jpeg(datas, mode=ImageReadMode.RGB)  # type: ignore[no-any-return]
@@ -123,6 +228,15 @@ def _decode_chunk(blobs: Sequence[bytes | None], start: int, size: int, where: C
                 raise
             skipped.append(i)
     return images
+
+
+def _header_ok(blob: bytes) -> bool:
+    """Whether :func:`check_header` passes (a failing row is then decoded alone, to name it)."""
+    try:
+        check_header(blob, "")
+    except DataError:
+        return False
+    return True
 
 
 def decode_file(path: Path, image_size: int | None) -> Tensor:
@@ -240,7 +354,7 @@ def load_files_cached(
     if cache_dir is None:
         data = decode_files(files, image_size, on_corrupt)
     else:
-        spec = f"{fingerprint or file_fingerprint(files)}:{image_size}:{on_corrupt}:v{CACHE_VERSION}"
+        spec = f"{fingerprint or file_fingerprint(files)}:{image_size}:{on_corrupt}:{max_pixels()}:v{CACHE_VERSION}"
         stem = Path(cache_dir) / f"{tag}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
         if stream and image_size is not None:
             size = image_size

@@ -28,9 +28,15 @@ from pathlib import Path
 
 from torchvision.datasets.utils import download_and_extract_archive
 
-from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, hookimpl
-from ssl_bench.plugins.datasets.imagefolder import FolderOptions, load_image_folder
-from ssl_bench.plugins.datasets.named import dataset_class, missing_data, params_with_size, parquet_under_root
+from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, file_fingerprint, hookimpl
+from ssl_bench.plugins.datasets.imagefolder import FolderOptions, list_split, load_image_folder
+from ssl_bench.plugins.datasets.named import (
+    dataset_class,
+    missing_data,
+    params_with_size,
+    parquet_files,
+    parquet_under_root,
+)
 
 
 class FolderSetParams(FolderOptions):
@@ -111,12 +117,26 @@ def load_folder_set(spec: FolderSpec, split: str, p: FolderSetParams, ctx: DataC
     return load_image_folder(spec.name, folder, split, p, ctx, dirs)  # no split folders: test is carved
 
 
+def folder_set_fingerprint(spec: FolderSpec, split: str, p: FolderSetParams, ctx: DataContext) -> str:
+    """The identity of the files ``split`` is read from, without decoding: the Parquet copy's files, else
+    the split's image files in the class-folder layout (:func:`list_split`); '' when neither is there."""
+    found = parquet_files(spec.name, split, ctx, has_val=False, test_stems=spec.test_stems)
+    if found is not None:
+        return file_fingerprint(found[0])
+    folder = _locate(spec, ctx.root)
+    dirs = spec.split_dirs or {}
+    if folder is None or (dirs and not any((folder / d).is_dir() for d in dirs["train"])):
+        return ""
+    return file_fingerprint(list_split(spec.name, folder, split, p, dirs).files)
+
+
 def _make(spec: FolderSpec) -> type[Dataset]:
     """The Dataset class registered as ``spec.name``."""
     title = "".join(part.title() for part in spec.name.split("_"))
     return dataset_class(spec.name, tuple(spec.split_dirs or ("train", "test")),
                          params_with_size(FolderSetParams, f"{title}Params", 64), spec.doc,
-                         lambda split, p, ctx: load_folder_set(spec, split, p, ctx))  # type: ignore[arg-type]
+                         lambda split, p, ctx: load_folder_set(spec, split, p, ctx),  # type: ignore[arg-type]
+                         lambda split, p, ctx: folder_set_fingerprint(spec, split, p, ctx))  # type: ignore[arg-type]
 
 
 DATASETS: dict[str, type[Dataset]] = {spec.name: _make(spec) for spec in SPECS}

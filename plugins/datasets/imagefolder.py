@@ -9,6 +9,10 @@ class folder holding it, at any depth below it):
 - single layout: ``F/<class>/*.jpg``. ``train`` and ``test`` are carved from it: a seeded split
   holding ``test_fraction`` of every class out as ``test`` (:func:`ssl_bench.harness.data.stratified_split`).
 
+A class folder of the split that holds no image is an error naming it (it would be a class without
+examples). :meth:`ImageFolder.fingerprint`, the data's identity in job keys, lists the same files
+(:func:`list_split`) without decoding them.
+
 Images are decoded by :mod:`ssl_bench.plugins.datasets.decode` (resized, squashed, to ``image_size`` squares),
 cached in the context's cache folder and never decoded twice; with ``stream = true`` the cache is a
 memory-mapped file and the ImageSet reads batches from it (splits larger than memory).
@@ -18,9 +22,11 @@ memory-mapped file and the ImageSet reads batches from it (splits larger than me
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -93,24 +99,34 @@ def list_images(root: Path, classes: Sequence[str], extensions: Sequence[str],
     return files, labels
 
 
-def load_image_folder(what: str, folder: Path, split: str, p: FolderOptions, ctx: DataContext,
-                      split_dirs: Mapping[str, tuple[str, ...]] = SPLIT_DIRS) -> ImageSet:
-    """Load ``split`` of the class-folder dataset in ``folder`` (layouts in the module docstring).
+@dataclass(frozen=True)
+class FolderSplit:
+    """The files of one split of a class-folder dataset, listed but not decoded.
 
-    Args:
-        what: the dataset's name, used in messages, cache files and the content key.
-        folder: the dataset folder (must exist).
-        split: "train", "test" or another key of ``split_dirs`` present in ``folder``.
-        p: decoding and splitting options.
-        ctx: cache folder (``ctx.cache_dir``).
-        split_dirs: split -> subfolder names holding it (e.g. ImageNet's test split is ``val/``).
-
-    Returns:
-        uint8 images (N, 3, S, S) with S = ``p.image_size`` (rows of a memory-mapped file with ``p.stream``),
-        int64 labels (N,).
+    Attributes:
+        source: the folder holding the split's class folders.
+        classes: class names in label order (shared by every split).
+        files: image files in row order (sorted per class).
+        labels: the class of each file (positions in ``classes``).
+        carve: whether ``train`` and ``test`` are carved from ``source`` (no test folder of its own).
     """
-    if p.stream and p.image_size is None:
-        raise DataError(f"{what}: params.stream = true needs params.image_size (the decoded file holds one size)")
+
+    source: Path
+    classes: tuple[str, ...]
+    files: list[Path]
+    labels: list[int]
+    carve: bool
+
+
+def list_split(what: str, folder: Path, split: str, p: FolderOptions,
+               split_dirs: Mapping[str, tuple[str, ...]] = SPLIT_DIRS) -> FolderSplit:
+    """List the files of ``split`` of the class-folder dataset in ``folder`` (no decoding; arguments as
+    :func:`load_image_folder`).
+
+    Raises:
+        DataError: no such split, a requested class has no folder, no images at all, or a class folder
+            of the split holds no image (it would be a class without examples).
+    """
     dirs: dict[str, Path] = {}
     for name, subs in split_dirs.items():
         found = next((folder / s for s in subs if (folder / s).is_dir()), None)
@@ -134,6 +150,36 @@ def load_image_folder(what: str, folder: Path, split: str, p: FolderOptions, ctx
     files, labels = list_images(source, classes, p.extensions, p.max_per_class)
     if not files:
         raise DataError(f"{what}: no images ({', '.join(p.extensions)}) in class folders below {source}")
+    counts = collections.Counter(labels)
+    empty = [source / c for i, c in enumerate(classes) if (source / c).is_dir() and not counts[i]]
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(f"{what}: class folder {empty[0]}{more} holds no images ({', '.join(p.extensions)}); "
+                        "it would be a class without examples: remove it, add images, or list the other "
+                        "classes in params.classes")
+    return FolderSplit(source, tuple(classes), files, labels, carve)
+
+
+def load_image_folder(what: str, folder: Path, split: str, p: FolderOptions, ctx: DataContext,
+                      split_dirs: Mapping[str, tuple[str, ...]] = SPLIT_DIRS) -> ImageSet:
+    """Load ``split`` of the class-folder dataset in ``folder`` (layouts in the module docstring).
+
+    Args:
+        what: the dataset's name, used in messages, cache files and the content key.
+        folder: the dataset folder (must exist).
+        split: "train", "test" or another key of ``split_dirs`` present in ``folder``.
+        p: decoding and splitting options.
+        ctx: cache folder (``ctx.cache_dir``).
+        split_dirs: split -> subfolder names holding it (e.g. ImageNet's test split is ``val/``).
+
+    Returns:
+        uint8 images (N, 3, S, S) with S = ``p.image_size`` (rows of a memory-mapped file with ``p.stream``),
+        int64 labels (N,).
+    """
+    if p.stream and p.image_size is None:
+        raise DataError(f"{what}: params.stream = true needs params.image_size (the decoded file holds one size)")
+    listed = list_split(what, folder, split, p, split_dirs)
+    source, classes, files, labels, carve = listed.source, listed.classes, listed.files, listed.labels, listed.carve
     fingerprint = file_fingerprint(files)
     size = p.image_size or "native"
     tag = re.sub(r"[^\w.-]", "_", f"{what}-{source.name}-{size}px")
@@ -163,14 +209,22 @@ class ImageFolder(Dataset):
 
     params: Params
 
-    def load(self, split: str, ctx: DataContext) -> ImageSet:
-        """Return ``split``: uint8 images (N, 3, S, S), int64 labels (N,); ``val`` only where ``val/`` exists."""
+    def folder(self, ctx: DataContext) -> Path:
+        """The dataset folder (``path``, relative to the data root unless absolute); a DataError if absent."""
         path = Path(self.params.path).expanduser()
         folder = path if path.is_absolute() else ctx.root / path
         if not folder.is_dir():
             raise DataError(f"imagefolder: folder {folder} not found (params.path = '{self.params.path}', "
                             f"data root {ctx.root}); set --data-root or BENCH_DATA_ROOT, or give an absolute path")
-        return load_image_folder(self.name, folder, split, self.params, ctx)
+        return folder
+
+    def load(self, split: str, ctx: DataContext) -> ImageSet:
+        """Return ``split``: uint8 images (N, 3, S, S), int64 labels (N,); ``val`` only where ``val/`` exists."""
+        return load_image_folder(self.name, self.folder(ctx), split, self.params, ctx)
+
+    def fingerprint(self, split: str, ctx: DataContext) -> str:
+        """The split's image files' fingerprint (paths, sizes, mtimes), from a listing; nothing is decoded."""
+        return file_fingerprint(list_split(self.name, self.folder(ctx), split, self.params).files)
 
 
 @hookimpl

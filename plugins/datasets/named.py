@@ -121,6 +121,33 @@ def parquet_under_root(name: str, split: str, p: SplitOptions, ctx: DataContext,
     Returns:
         uint8 images (N, 3, S, S) and int64 labels (N,), or None to fall through to the next source.
     """
+    found = parquet_files(name, split, ctx, has_val=has_val, test_stems=test_stems)
+    if found is None:
+        return None
+    files, stem, carved = found
+    folder = ctx.root / name
+    shards = find_shards(folder)
+    columns = pq.read_schema(files[0]).names
+    image_column, label_column = _first(IMAGE_COLUMNS, columns), _first(LABEL_COLUMNS, columns)
+    if image_column is None or label_column is None:
+        raise DataError(f"{files[0]}: expected an image column ({' or '.join(IMAGE_COLUMNS)}) and a label column "
+                        f"({' or '.join(LABEL_COLUMNS)}); columns: {', '.join(columns)}")
+    images, labels = load_shards(files, image_column, label_column, ctx.cache_dir, p.image_size, p.on_corrupt)
+    classes = class_names(shards, label_column)
+    if len(labels) and labels.max() >= len(classes):
+        raise DataError(f"{name}: labels of {folder}/{stem} reach {labels.max()} but there are {len(classes)} classes")
+    data = ImageSet(images, labels, classes, content_key(name, "parquet", file_fingerprint(files), p, split))
+    return carve(data, split, p.test_fraction, p.seed) if carved else data
+
+
+def parquet_files(name: str, split: str, ctx: DataContext, *, has_val: bool,
+                  test_stems: Sequence[str] | None = None) -> tuple[list[Path], str, bool] | None:
+    """The Parquet files :func:`parquet_under_root` reads for ``split`` (same arguments), or None.
+
+    Returns:
+        the files, their split stem (``train``, ``validation``, ...), and whether ``split`` is carved
+        from the ``train`` file (no test file); None when there is no Parquet copy of ``split``.
+    """
     folder = ctx.root / name
     shards = find_shards(folder) if folder.is_dir() else {}
     if not shards:
@@ -134,18 +161,17 @@ def parquet_under_root(name: str, split: str, p: SplitOptions, ctx: DataContext,
         stem = "train"
     if stem is None:
         return None
-    files = shards[stem]
-    columns = pq.read_schema(files[0]).names
-    image_column, label_column = _first(IMAGE_COLUMNS, columns), _first(LABEL_COLUMNS, columns)
-    if image_column is None or label_column is None:
-        raise DataError(f"{files[0]}: expected an image column ({' or '.join(IMAGE_COLUMNS)}) and a label column "
-                        f"({' or '.join(LABEL_COLUMNS)}); columns: {', '.join(columns)}")
-    images, labels = load_shards(files, image_column, label_column, ctx.cache_dir, p.image_size, p.on_corrupt)
-    classes = class_names(shards, label_column)
-    if len(labels) and labels.max() >= len(classes):
-        raise DataError(f"{name}: labels of {folder}/{stem} reach {labels.max()} but there are {len(classes)} classes")
-    data = ImageSet(images, labels, classes, content_key(name, "parquet", file_fingerprint(files), p, split))
-    return carve(data, split, p.test_fraction, p.seed) if carved else data
+    return shards[stem], stem, carved
+
+
+def tree_fingerprint(folder: Path) -> str:
+    """:func:`file_fingerprint` of every file below ``folder`` (sorted, hidden ones skipped); '' if absent.
+
+    The identity of a dataset whose files a torchvision class reads: a listing and a stat per file.
+    """
+    if not folder.is_dir():
+        return ""
+    return file_fingerprint(sorted(f for f in folder.rglob("*") if not f.name.startswith(".") and f.is_file()))
 
 
 def missing_data(name: str, split: str, root: Path, expected: Sequence[str], layout: str,
@@ -169,10 +195,12 @@ def missing_data(name: str, split: str, root: Path, expected: Sequence[str], lay
 
 
 def dataset_class(name: str, splits: Sequence[str], params: type[BaseParams], doc: str,
-                  load: Callable[[str, BaseParams, DataContext], ImageSet]) -> type[Dataset]:
+                  load: Callable[[str, BaseParams, DataContext], ImageSet],
+                  fingerprint: Callable[[str, BaseParams, DataContext], str]) -> type[Dataset]:
     """A Dataset subclass registered as ``name`` whose ``load`` checks the split and calls ``load``.
 
-    The table-driven modules (torchvision_sets, folder_sets) make one class per row with it.
+    The table-driven modules (torchvision_sets, folder_sets) make one class per row with it;
+    ``fingerprint(split, params, ctx)`` is its :meth:`Dataset.fingerprint` (the data's identity in job keys).
     """
     title = "".join(part.title() for part in name.split("_"))
 
@@ -180,7 +208,13 @@ def dataset_class(name: str, splits: Sequence[str], params: type[BaseParams], do
         check_split(name, split, self.splits)
         return load(split, self.params, ctx)
 
+    def fingerprint_split(self: Dataset, split: str, ctx: DataContext) -> str:
+        check_split(name, split, self.splits)
+        return fingerprint(split, self.params, ctx)
+
     load_split.__doc__ = "Return ``split``: uint8 images (N, 3, S, S) with S = ``image_size``, int64 labels (N,)."
+    fingerprint_split.__doc__ = "The identity of the files ``split`` is read from (a listing; nothing is decoded)."
     attrs = {"name": name, "splits": tuple(splits), "Params": params, "load": load_split,
+             "fingerprint": fingerprint_split,
              "__doc__": doc, "__module__": params.__module__, "__qualname__": title}
     return type(title, (Dataset,), attrs)

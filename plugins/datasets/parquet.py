@@ -35,12 +35,12 @@ from ssl_bench.harness import (
 from ssl_bench.harness import (
     Params as BaseParams,
 )
-from ssl_bench.plugins.datasets.decode import OnCorrupt, decode_images, report_skipped
+from ssl_bench.plugins.datasets.decode import OnCorrupt, decode_images, max_pixels, report_skipped
 
 __all__ = ["ParquetImages", "class_names", "decode_images", "find_shards", "load_parquet_split", "load_shards"]
 
-CACHE_VERSION = 2
-"""Part of every cache key; bump when decoding changes (2: corrupt rows may be skipped)."""
+CACHE_VERSION = 3
+"""Part of every cache key; bump when decoding changes (2: corrupt rows may be skipped; 3: 16-bit images refused)."""
 
 
 def _read_split(file: Path, image_column: str, label_column: str, image_size: int | None,
@@ -63,7 +63,10 @@ def _read_split(file: Path, image_column: str, label_column: str, image_size: in
         raise DataError(f"{file}: null values in column '{image_column}' or '{label_column}'")
     label_type = table.column(label_column).type
     if not pa.types.is_integer(label_type):  # a float label would be truncated, a string one cannot be cast
-        raise DataError(f"{file}: column '{label_column}' holds {label_type} values; class labels must be integers")
+        first = table.column(label_column)[0].as_py() if table.num_rows else None
+        example = f" (row 0: {first!r})" if table.num_rows else ""
+        raise DataError(f"{file}: column '{label_column}' holds {label_type} values{example}; class labels must be "
+                        "integer class indices 0..K-1")
 
     def where(i: int) -> str:
         return f"{file}: row {i}" + (f" (path {paths[i]})" if paths and paths[i] else "")
@@ -96,7 +99,8 @@ def load_parquet_split(
     if cache_dir is None:
         data = build()
     else:
-        spec = f"{file_fingerprint([file])}:{image_column}:{label_column}:{image_size}:{on_corrupt}:v{CACHE_VERSION}"
+        spec = (f"{file_fingerprint([file])}:{image_column}:{label_column}:{image_size}:{on_corrupt}:{max_pixels()}"
+                f":v{CACHE_VERSION}")
         digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
         data = cached(Path(cache_dir) / f"parquet-{file.stem}-{digest}.pt", build)
     skipped = data["skipped"].tolist()
@@ -181,6 +185,12 @@ class ParquetImages(Dataset):
                             f"but there are {len(classes)} classes")
         digest = hashlib.sha256(p.model_dump_json().encode()).hexdigest()[:12]
         return ImageSet(images, labels, classes, f"parquet:{digest}:{file_fingerprint(shards[split])}:{split}")
+
+    def fingerprint(self, split: str, ctx: DataContext) -> str:
+        """The split's Parquet files' fingerprint (paths, sizes, mtimes); '' when there are none yet."""
+        folder = self.folder(ctx)
+        files = find_shards(folder).get(split, []) if folder.is_dir() else []
+        return file_fingerprint(files) if files else ""
 
 
 @hookimpl

@@ -43,7 +43,9 @@ from ssl_bench.plugins.datasets.named import (
     dataset_class,
     missing_data,
     params_with_size,
+    parquet_files,
     parquet_under_root,
+    tree_fingerprint,
 )
 
 
@@ -175,12 +177,23 @@ def load_torchvision(spec: Spec, split: str, p: NamedParams, ctx: DataContext) -
     return found if spec.splits else carve(found, split, p.test_fraction, p.seed)
 
 
+def torchvision_fingerprint(spec: Spec, split: str, ctx: DataContext) -> str:
+    """The identity of the files ``split`` is read from, without decoding: the Parquet copy's files, else
+    every file of the torchvision layout's folder (``<root>/<first part of the layout>``); '' when absent."""
+    found = parquet_files(spec.name, split, ctx, has_val="val" in spec.splits)
+    if found is not None:
+        return file_fingerprint(found[0])
+    layout = next((m for m in spec.layouts if next(ctx.root.glob(m), None) is not None), None)
+    return "" if layout is None else tree_fingerprint(ctx.root / layout.split("/")[0])
+
+
 def _make(spec: Spec) -> type[Dataset]:
     """The Dataset class registered as ``spec.name``."""
     title = "".join(part.title() for part in spec.name.split("_"))
     return dataset_class(spec.name, tuple(spec.splits) or ("train", "test"),
                          params_with_size(NamedParams, f"{title}Params", spec.image_size), spec.doc,
-                         lambda split, p, ctx: load_torchvision(spec, split, p, ctx))  # type: ignore[arg-type]
+                         lambda split, p, ctx: load_torchvision(spec, split, p, ctx),  # type: ignore[arg-type]
+                         lambda split, p, ctx: torchvision_fingerprint(spec, split, ctx))
 
 
 DATASETS: dict[str, type[Dataset]] = {spec.name: _make(spec) for spec in SPECS}

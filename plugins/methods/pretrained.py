@@ -22,8 +22,12 @@ Key matching: public SSL releases prefix their keys (``module.``, ``encoder.``, 
 under ``net.``. Every key on both sides loses any run of these prefixes before the keys are matched,
 and a match needs equal shapes; ``prefix`` instead keeps only the file's keys starting with it.
 The load reports its missing keys (backbone keys the file did not fill; they keep their seeded
-random values) and its unexpected ones (file keys not used, e.g. projection heads or MoCo's key
-encoder), fails when nothing matches, and with ``strict = true`` fails on any missing key.
+random values), its unexpected ones (file keys not used, e.g. projection heads or MoCo's key
+encoder) and its coverage: the fraction of the backbone's parameter elements it filled (buffers
+such as batch-norm statistics and ``num_batches_tracked`` do not count). It fails when nothing
+matches, when the coverage is below ``min_coverage`` (default 0.9: a checkpoint of another width
+matches only its shape-free scalars and would leave every real tensor random, yet be reported as
+pretrained), and with ``strict = true`` on any missing key.
 
 Safety: files are read with ``torch.load(weights_only=True)``, which unpickles tensors and plain
 containers only and refuses anything that would run code; such a file is an error, never loaded.
@@ -37,17 +41,18 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from ssl_bench.harness import (
     Backbone,
     BenchError,
+    DataError,
     Method,
     MethodParams,
     Register,
@@ -82,6 +87,9 @@ class Pretrained(Method):
         """Keep only file keys starting with this and strip it, instead of the known prefixes."""
         strict: bool = False
         """Fail when any backbone key is missing from the file."""
+        min_coverage: Annotated[float, Field(ge=0, le=1, exclude=True)] = 0.9
+        """Fail unless the file fills at least this fraction of the backbone's parameter elements (buffers
+        not counted); lower it to accept a partial load on purpose. A gate, not an input: not in job keys."""
 
         @model_validator(mode="after")
         def one_source(self) -> Pretrained.Params:
@@ -95,7 +103,8 @@ class Pretrained(Method):
         super().__init__(params, backbone, num_classes=num_classes)
         source = torchvision_file(params.torchvision) if params.torchvision else resolve_path(params)
         weights = load_weights(source)
-        self.report = load_into(backbone, weights, prefix=params.prefix, strict=params.strict, source=source)
+        self.report = load_into(backbone, weights, prefix=params.prefix, strict=params.strict, source=source,
+                                min_coverage=params.min_coverage)
         print(f"pretrained: {source}: {self.report}", file=sys.stderr)
 
 
@@ -111,16 +120,20 @@ class Pretrained(Method):
 
 
 class LoadReport:
-    """What a load matched: counts, and the missing and unexpected key names."""
+    """What a load matched: counts, the missing and unexpected key names, and the coverage.
 
-    def __init__(self, loaded: list[str], missing: list[str], unexpected: list[str]) -> None:
-        self.loaded, self.missing, self.unexpected = loaded, missing, unexpected
+    Attributes:
+        coverage: the fraction of the backbone's parameter elements the load filled, in [0, 1].
+    """
+
+    def __init__(self, loaded: list[str], missing: list[str], unexpected: list[str], coverage: float = 1.0) -> None:
+        self.loaded, self.missing, self.unexpected, self.coverage = loaded, missing, unexpected, coverage
 
     def __str__(self) -> str:
         def names(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
 
-        text = f"loaded {len(self.loaded)} tensors"
+        text = f"loaded {len(self.loaded)} tensors ({self.coverage:.1%} of the backbone's parameter elements)"
         if self.missing:
             text += f"; missing (left at random init): {names(self.missing)}"
         if self.unexpected:
@@ -142,9 +155,22 @@ def strip_prefixes(key: str) -> str:
     return key
 
 
+def coverage_of(backbone: Backbone, loaded: Sequence[str]) -> float:
+    """The fraction of ``backbone``'s parameter elements whose state-dict key is in ``loaded`` (1.0 if none)."""
+    params = dict(backbone.named_parameters())
+    total = sum(p.numel() for p in params.values())
+    return sum(params[k].numel() for k in set(loaded) if k in params) / total if total else 1.0
+
+
 def load_into(backbone: Backbone, weights: Mapping[str, Tensor], *, prefix: str | None, strict: bool,
-              source: Path | str) -> LoadReport:
-    """Copy matching tensors of ``weights`` into ``backbone``; returns what matched."""
+              source: Path | str, min_coverage: float = 0.0) -> LoadReport:
+    """Copy matching tensors of ``weights`` into ``backbone``; returns what matched.
+
+    Raises:
+        BenchError: nothing matches, or ``strict`` and a backbone key is missing.
+        DataError: the matched tensors fill less than ``min_coverage`` of the backbone's parameter
+            elements (the message names the file); nothing is loaded then.
+    """
     if prefix is not None:
         weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     target = backbone.state_dict()
@@ -166,8 +192,15 @@ def load_into(backbone: Backbone, weights: Mapping[str, Tensor], *, prefix: str 
     if strict and missing:
         raise BenchError(f"pretrained: {source}: strict load, {len(missing)} backbone key(s) missing: "
                          f"{', '.join(missing[:5])}")
+    coverage = coverage_of(backbone, list(matched))
+    if coverage < min_coverage:
+        shown = ", ".join(sorted(matched)[:3]) + (", ..." if len(matched) > 3 else "")
+        raise DataError(f"pretrained: {source}: the file fills only {coverage:.1%} of the parameter elements of "
+                        f"backbone '{backbone.name}' ({len(matched)} tensors matched: {shown}), below min_coverage = "
+                        f"{min_coverage:g}; the rest would stay random. A checkpoint of another width or "
+                        "architecture? Match the backbone's params, or lower min_coverage to accept a partial load")
     backbone.load_state_dict({**target, **matched})
-    return LoadReport(sorted(matched), missing, unexpected)
+    return LoadReport(sorted(matched), missing, unexpected, coverage)
 
 
 def load_weights(path: Path) -> dict[str, Tensor]:

@@ -60,6 +60,8 @@ def test_the_names_are_the_documented_ones() -> None:
     assert folder.leaderboard == Path("out/leaderboard.md")
     assert folder.checkpoint("k") == Path("out/artifacts/k") / train.CHECKPOINT  # where train.pretrain writes it
     assert folder.done_marker("k", select=True) == folder.selection("k")
+    assert folder.job_spec("k") == Path("out/artifacts/k/job.json")
+    assert folder.done_marker("k") == folder.done("k") == Path("out/artifacts/k/done.json")  # written last
 
 
 @pytest.mark.slow
@@ -77,8 +79,10 @@ def test_runner_dry_run_and_pretrained_agree_on_every_path(tmp_path: Path, monke
     select, plain = plan.pretrain_jobs
     assert (select.kind, plain.kind) == ("select", "run")
     assert folder.selection(select.key).is_file() and not folder.encoder(select.key).exists()
+    assert folder.job_spec(select.key).is_file()
     for job in [*select.candidates, plain]:
         assert folder.encoder(job.key).is_file() and folder.stats(job.key).is_file()
+        assert folder.job_spec(job.key).is_file() and folder.done_marker(job.key).is_file()
         assert not folder.checkpoint(job.key).exists()  # removed once the encoder is saved
         assert folder.features(job.key).is_dir()  # every cell is scored on validation features
     failed = {e.key for e in plan.eval_jobs if e.evaluator.name == "knn"}
@@ -94,7 +98,7 @@ def test_runner_dry_run_and_pretrained_agree_on_every_path(tmp_path: Path, monke
     for job_dir in folder.artifacts_dir.iterdir():
         key = job_dir.name
         assert set(job_dir.iterdir()) <= {folder.encoder(key), folder.stats(key), folder.selection(key),
-                                          folder.features(key)}
+                                          folder.features(key), folder.job_spec(key), folder.done(key)}
 
     # the dry run reads the same files
     capsys.readouterr()

@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from ssl_bench.harness.cli import main
-from ssl_bench.harness.errors import BenchError
+from ssl_bench.harness.errors import BenchError, DataError
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.backbones.resnet import ResNet18
 from ssl_bench.plugins.methods.pretrained import Pretrained, load_into, strip_prefixes
@@ -63,9 +63,11 @@ def test_missing_keys_are_reported_and_strict_fails(tmp_path):
     partial = collections.OrderedDict((k, v) for k, v in source.items() if not k.startswith("features.2"))
     file = tmp_path / "partial.pt"
     torch.save(partial, file)
-    method = build(small_backbone(1), path=str(file))
+    with pytest.raises(DataError, match=r"partial\.pt: the file fills only 27\.6% .* below min_coverage = 0\.9"):
+        build(small_backbone(1), path=str(file))  # a partial load is refused by default ...
+    method = build(small_backbone(1), path=str(file), min_coverage=0.25)  # ... and accepted when asked for
     assert method.report.missing and all(k.startswith("features.2") for k in method.report.missing)
-    assert "missing (left at random init)" in str(method.report)
+    assert "missing (left at random init)" in str(method.report) and "27.6% of the backbone" in str(method.report)
     with pytest.raises(BenchError, match="strict load"):
         build(small_backbone(1), path=str(file), strict=True)
 
