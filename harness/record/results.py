@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,8 +30,13 @@ if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.sweep import SweepOutcome
     from ssl_bench.harness.pipeline.train import PretrainStats
 
-SCHEMA_VERSION = 2
-"""2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it."""
+SCHEMA_VERSION = 3
+"""2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it.
+3: the machine's state while the encoder trained (``pretrain_threads``, ``pretrain_load_others``,
+``pretrain_contended``) and the fully resolved job spec (``job_spec``, JSON)."""
+ADDED = {"pretrain_total_steps": 2, "pretrain_threads": 3, "pretrain_load_others": 3, "pretrain_contended": 3,
+         "job_spec": 3}
+"""Column -> the schema version that added it: a file of an older version lacks it and reads as None."""
 
 SCHEMA = pa.schema([
     ("schema_version", pa.int32()),
@@ -48,6 +54,9 @@ SCHEMA = pa.schema([
     ("pretrain_batch_size", pa.int32()),
     ("pretrain_wall_s", pa.float64()),
     ("pretrain_images_per_s", pa.float64()),
+    ("pretrain_threads", pa.int32()),        # torch threads the encoder trained with (0: not recorded)
+    ("pretrain_load_others", pa.float64()),  # cores other processes kept busy meanwhile (scale/machine.py)
+    ("pretrain_contended", pa.bool_()),      # that load made the timing untrustworthy
     ("pretrain_final_loss", pa.float64()),
     ("pretrain_epoch_losses", pa.list_(pa.float64())),
     ("evaluator", pa.string()),
@@ -70,6 +79,7 @@ SCHEMA = pa.schema([
     ("host", pa.string()),
     ("timestamp", pa.string()),
     ("status", pa.string()),
+    ("job_spec", pa.string()),            # JSON: the pretraining job's resolved spec and the evaluation's
 ])
 
 
@@ -96,6 +106,8 @@ def result_rows(job: EvalJob, source: PretrainJob, stats: PretrainStats, outcome
         "pretrain_total_steps": stats.steps_per_epoch * p.pretrain.epochs if p.kind == "snapshot" else stats.steps,
         "pretrain_batch_size": stats.batch_size or p.pretrain.batch_size,
         "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
+        "pretrain_threads": stats.threads, "pretrain_load_others": stats.load_others,
+        "pretrain_contended": stats.contended,
         "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
         "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
         "dataset": job.dataset.display,
@@ -108,6 +120,10 @@ def result_rows(job: EvalJob, source: PretrainJob, stats: PretrainStats, outcome
                                   (("method", p.method), ("backbone", p.backbone), ("dataset", p.dataset),
                                    ("evaluator", job.evaluator))}),
         **provenance(),
+        "job_spec": dumps({"pretrain": source.record(), "evaluation": {
+            "key": job.key, "evaluator": job.evaluator.payload(), "dataset": job.dataset.payload(),
+            "grid": {k: list(v) for k, v in job.grid.items()}, "metric": job.metric,
+            "val_fraction": job.val_fraction}}),
     }
     return [base | {"metric": m, "value": float(v)} for m, v in outcome.metrics.items()]
 
@@ -138,20 +154,63 @@ def parquet_files(dirs: Iterable[Path]) -> list[Path]:
 
 
 def read_rows(dirs: Iterable[Path]) -> list[dict[str, Any]]:
-    """All result rows under the folders; a duplicate job key (copied twice) counts once."""
+    """All result rows under the folders, each with every column of :data:`SCHEMA`.
+
+    A duplicate job key (copied twice) counts once. A file of an older schema version is upgraded (the columns
+    it predates read as None); a file that is not Parquet, or of another schema (a column missing, a column of
+    another type), is skipped with one line on stderr naming it, so one stray file does not hide every result.
+    """
     rows, seen = [], set()
     for f in parquet_files(dirs):
         try:
-            table = pq.read_table(f)
+            upgraded = _conform(pq.read_table(f))
         except Exception as exc:
-            raise BenchError(f"{f}: not a readable results file ({exc})") from None
-        for row in table.to_pylist():
+            _warn(f, f"not a readable Parquet file ({' '.join(str(exc).split())}); delete it to recompute its job")
+            continue
+        if isinstance(upgraded, str):
+            _warn(f, f"not a results file of this schema ({upgraded})")
+            continue
+        for row in upgraded.to_pylist():
             ident = (row.get("job_key"), row.get("metric"), row.get("split"))
             if ident in seen:
                 continue
             seen.add(ident)
             rows.append(row)
     return rows
+
+
+def _warn(path: Path, why: str) -> None:
+    print(f"warning: {path}: skipped, {why}", file=sys.stderr)
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list of {_kind(t.value_type)}"
+    return "null" if pa.types.is_null(t) else str(t)
+
+
+def _conform(table: pa.Table) -> pa.Table | str:
+    """``table`` with :data:`SCHEMA`'s columns and types (the columns of later versions filled with None), or
+    why it cannot be: the columns it lacks, or a column of another kind (a string ``value``)."""
+    names = set(table.column_names)
+    missing = [c for c in SCHEMA.names if c not in names and c not in ADDED]
+    if missing:
+        return f"missing columns: {', '.join(missing)}"
+    kinds = {field.name: (_kind(table.schema.field(field.name).type), _kind(field.type))
+             for field in SCHEMA if field.name in names}
+    wrong = [f"{name} is {got}, not {want}" for name, (got, want) in kinds.items()
+             if got != want and got != "null" and not (got == "list of null" and want.startswith("list"))]
+    if wrong:
+        return "; ".join(wrong)
+    columns = [table.column(c) if c in names else pa.nulls(table.num_rows, SCHEMA.field(c).type) for c in SCHEMA.names]
+    try:
+        return pa.Table.from_arrays(columns, names=SCHEMA.names).cast(SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        return f"columns not convertible to the schema ({exc})"
 
 
 def provenance() -> dict[str, str]:

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from ssl_bench.harness.record.leaderboard import mean_std, render
-from ssl_bench.harness.record.results import read_rows, result_path, write_rows
+from ssl_bench.harness.record.results import SCHEMA_VERSION, read_rows, result_path, write_rows
 
 
 def row(label, method, seed, metric, value, evaluator="knn", key=None):
@@ -29,7 +29,7 @@ def test_write_read_round_trip_and_no_temp_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     back = read_rows([tmp_path])
     assert [(r["metric"], r["value"]) for r in back] == [("top1", 70.0), ("top5", 95.0)]
-    assert back[0]["schema_version"] == 2 and back[0]["pretrain_epoch_losses"] == [2.0, 1.5, 1.0]
+    assert back[0]["schema_version"] == SCHEMA_VERSION and back[0]["pretrain_epoch_losses"] == [2.0, 1.5, 1.0]
 
 
 def test_copied_results_count_once(tmp_path):
@@ -65,9 +65,9 @@ def test_leaderboard_ignores_failed_rows():
 def test_ci95_uses_student_t():
     from ssl_bench.harness.record.leaderboard import ci95
 
-    assert ci95([70.0]) == ""
-    # n = 2: mean 71, std 1.4142, t(1) = 12.706 -> half width 12.706
-    assert ci95([70.0, 72.0]) == "[58.29, 83.71]"
+    assert ci95([70.0]) == "n=1" and ci95([70.0, 72.0]) == "n=2"  # too few seeds for an interval
+    # n = 4: mean 71, std 1.1547, t(3) = 3.182 -> half width 3.182 * 1.1547 / 2 = 1.837
+    assert ci95([70.0, 72.0, 70.0, 72.0]) == "[69.16, 72.84]"
 
 
 def test_variants_of_one_label_are_separate_rows():
@@ -124,3 +124,20 @@ def test_loss_axis_goes_log_only_when_lines_span_two_decades():
     assert spans_decades([0.5, 5.0, 400.0])  # BYOL, InfoNCE and counting losses on one figure
     assert not spans_decades([0.9, 5.0, 60.0])
     assert not spans_decades([-1.0, 400.0]) and not spans_decades([0.0, 5.0]) and not spans_decades([])
+
+
+def test_rows_carry_the_machine_state_and_the_job_spec_and_old_files_read_with_every_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fresh = row("SimCLR", "simclr", 0, "top1", 70.0) | {"pretrain_threads": 2, "pretrain_load_others": 1.5,
+                                                          "pretrain_contended": True, "job_spec": '{"seed": 0}'}
+    write_rows(tmp_path / "new" / "a.parquet", [fresh])
+    old = pa.Table.from_pylist([row("SimCLR", "simclr", 1, "top1", 60.0) | {"schema_version": 2}])
+    (tmp_path / "old").mkdir()
+    pq.write_table(old, tmp_path / "old" / "b.parquet")  # a version-2 file: no machine state, no job spec
+    back = {r["seed"]: r for r in read_rows([tmp_path])}
+    assert back[0]["pretrain_contended"] is True and back[0]["pretrain_threads"] == 2 and back[0]["job_spec"]
+    assert back[1]["pretrain_contended"] is None and back[1]["job_spec"] is None
+    assert set(back[0]) == set(back[1])
+    assert "(contended)" in render(list(back.values()))
