@@ -1,8 +1,19 @@
 """Every hook of ssl-bench: the plugin author's manual.
 
-A plugin is a module (or object) with functions decorated by ``harness.hookimpl`` whose names and
-argument names match the specifications below. Registration hooks receive a ``register`` callback
-and call it once per component class; event hooks are notifications, past tense, and return nothing.
+A plugin is a module (or object) with functions decorated by ``ssl_bench.harness.hookimpl`` whose
+names and argument names match the specifications below (a hook may take fewer arguments than its
+specification, never others). Registration hooks receive a ``register`` callback and call it once per
+component class; event hooks are notifications, past tense, and return nothing.
+
+A third-party plugin is the module an entry point of the group ``bench.plugins`` names; the plugin's
+name is the entry point's name (``[project.entry-points."bench.plugins"] mine = "bench_mine"`` makes
+the plugin ``mine``, blocked with ``bench -p no:mine``). A plugin that fails to import, implements a
+hook not listed here (``bench_register_method``), raises in a registration hook, registers something
+that is not a component or a name another plugin registered is skipped whole, with one warning line
+naming it, its distribution and the file and line; a benchmark that needs one of its components
+fails with exit code 2 naming it. The contracts of the five component kinds are in
+:mod:`ssl_bench.harness.components`, the README's "Writing a plugin" shows one example of each, and
+:mod:`ssl_bench.harness.testing` checks them.
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ def bench_register_methods(register: Register) -> None:
 
     :param register: call ``register(cls)`` with each :class:`harness.Method` subclass.
 
-    Called once when the registry is built. Names must be unique across all plugins.
+    Called once when the registry is built, in every registration hook of every plugin (built-ins
+    first). Names (``cls.name``) must be unique across all plugins: a name already taken skips the
+    plugin (``bench`` commands) or raises ``DuplicateComponentError`` naming both (``collect``).
     """
 
 
@@ -31,7 +44,8 @@ def bench_register_methods(register: Register) -> None:
 def bench_register_datasets(register: Register) -> None:
     """Register datasets.
 
-    :param register: call ``register(cls)`` with each :class:`harness.Dataset` subclass.
+    :param register: call ``register(cls)`` with each :class:`harness.Dataset` subclass
+        (``load(split, ctx) -> ImageSet`` of uint8 RGB images, int64 labels, a key per split).
     """
 
 
@@ -39,7 +53,8 @@ def bench_register_datasets(register: Register) -> None:
 def bench_register_augmentations(register: Register) -> None:
     """Register augmentation pipelines.
 
-    :param register: call ``register(cls)`` with each :class:`harness.Augmentation` subclass.
+    :param register: call ``register(cls)`` with each :class:`harness.Augmentation` subclass
+        (batched: ``(images, *, generator) -> images``, float in [0, 1], random parameters per sample).
     """
 
 
@@ -47,7 +62,8 @@ def bench_register_augmentations(register: Register) -> None:
 def bench_register_backbones(register: Register) -> None:
     """Register backbones.
 
-    :param register: call ``register(cls)`` with each :class:`harness.Backbone` subclass.
+    :param register: call ``register(cls)`` with each :class:`harness.Backbone` subclass
+        (an ``nn.Module``, normalised images (B, 3, H, W) -> features (B, feature_dim)).
     """
 
 
@@ -55,7 +71,8 @@ def bench_register_backbones(register: Register) -> None:
 def bench_register_evaluators(register: Register) -> None:
     """Register evaluation protocols.
 
-    :param register: call ``register(cls)`` with each :class:`harness.Evaluator` subclass.
+    :param register: call ``register(cls)`` with each :class:`harness.Evaluator` subclass
+        (``evaluate(task, hparams) -> {metric: percent}`` with ``top1``; ``search_space`` grids).
     """
 
 

@@ -43,6 +43,12 @@ from ssl_bench.harness.record.atomic import atomic_torch_save
 from ssl_bench.harness.scale.distributed import is_main, mean_over_processes, rank, world_size
 
 CHECKPOINT = "last.pt"
+FINITE_CHECK_EVERY = 10
+"""Every step's loss is checked finite. On the CPU in one process each step, before its update (free: no
+device to wait for). On CUDA, or under several processes, the losses are checked every this many steps,
+at the end of each epoch and before every checkpoint (and, in one process, every snapshot): one host sync,
+or one collective, per check instead of per step. The job still fails naming the first non-finite step,
+at most this many steps late, and never checkpoints weights a non-finite step has touched."""
 
 
 @dataclass
@@ -60,17 +66,41 @@ class PretrainStats:
     epoch_losses: list[float] = field(default_factory=list)
     """Mean loss of each epoch."""
     resumed_from_step: int = 0
+    threads: int = 0
+    """torch threads it trained with (0: not recorded, an older run)."""
+    load_others: float = 0.0
+    """Cores other processes kept busy on average while it trained (see scale/machine.py)."""
+    contended: bool = False
+    """The timing was taken on a busy machine: ``train_s`` and ``images_per_s`` are not quiet figures."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a user error."""
+def resolve_device(name: str, *, check_available: bool = True) -> torch.device:
+    """The device of ``--device NAME``: 'auto' -> cuda when available, else cpu.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else (``tpu``, ``meta``, ``mps``, ...) is
+            refused up front rather than accepted and then failing every job.
+        check_available: also refuse a CUDA device torch does not see (off for ``--dry-run``, which
+            computes nothing: a plan can be printed on a login node without a GPU).
+
+    Raises:
+        UsageError: a device name outside the list, or (with ``check_available``) CUDA without a GPU or
+            ``cuda:N`` beyond the GPUs.
+    """
+    kind, colon, index = name.partition(":")
+    if not (name in ("auto", "cpu", "cuda") or (kind == "cuda" and colon and index.isascii() and index.isdecimal())):
+        raise UsageError(f"--device {name}: not a device ssl-bench runs on; use one of auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was requested but torch sees no CUDA device; use --device auto or cpu")
+    if kind == "cuda" and check_available:
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name} was requested but torch sees no CUDA device; use --device auto or cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 
@@ -194,6 +224,7 @@ def pretrain(
                leave=False, mininterval=0.5, dynamic_ncols=True)
     order = None
     t0, steps_this_session = time.perf_counter(), 0
+    each_step, unchecked = _checks_each_step(device, world), 0
     for step in range(stats.steps, end):
         epoch, i = divmod(step, steps_per_epoch)
         if order is None or i == 0:
@@ -208,15 +239,26 @@ def pretrain(
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with autocast:
             loss = loss_of(Batch(views=views, labels=labels[idx], indices=idx))
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+            raise BenchError(f"{desc}: {method.name}.loss must return a scalar Tensor (with a gradient), got {got}")
+        step_losses.append(loss.detach().float())
+        unchecked += 1
+        if each_step:  # before the update: a non-finite loss never reaches the weights
+            unchecked = _check_finite(step_losses, unchecked, step + 1, steps_per_epoch, total, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         method.on_step_end(step + 1, total)
-        step_losses.append(loss.detach().float())
         steps_this_session += 1
         stats.steps = step + 1
-        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+        closes_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total
+        saves = stats.steps % spec.checkpoint_every_steps == 0 or stats.steps == end or (
+            world == 1 and stats.steps in snapshots)  # several processes: only what every process agrees on
+        if unchecked and (closes_epoch or saves or stats.steps % FINITE_CHECK_EVERY == 0):
+            unchecked = _check_finite(step_losses, unchecked, step + 1, steps_per_epoch, total, desc)
+        if closes_epoch:
             _close_epoch(stats, step_losses, steps_per_epoch, desc)
         if progress:
             if step % 10 == 0:
@@ -235,10 +277,51 @@ def pretrain(
     return stats
 
 
+def _checks_each_step(device: torch.device, world: int) -> bool:
+    """Whether every loss is checked finite right away (CPU, one process); else see :data:`FINITE_CHECK_EVERY`."""
+    return device.type != "cuda" and world == 1
+
+
+def _check_finite(step_losses: list[Tensor], count: int, last_step: int, steps_per_epoch: int, total: int,
+                  desc: str) -> int:
+    """Fail at the first non-finite loss among the last ``count`` steps (the last is step ``last_step``).
+
+    One host sync for the ``count`` losses. Under several processes it is a collective (every process
+    calls it at the same steps) and the earliest bad step of any process is reported.
+
+    Returns:
+        0, the number of losses left unchecked.
+
+    Raises:
+        BenchError: naming the step, its epoch and the value, with advice that fits the step.
+    """
+    recent = torch.stack(step_losses[-count:])
+    bad = ~torch.isfinite(recent)
+    first = int(bad.int().argmax()) if bool(bad.any()) else count
+    if world_size() > 1:
+        earliest = torch.tensor([first], device=recent.device)
+        torch.distributed.all_reduce(earliest, op=torch.distributed.ReduceOp.MIN)
+        first = int(earliest.item())
+    if first == count:
+        return 0
+    step = last_step - count + 1 + first
+    value = float(recent[first])
+    what = f"loss = {value}" if not math.isfinite(value) else "the loss of another process"
+    if step == 1:
+        advice = ("that is before any update, so the learning rate is not the cause: the method's loss (or the "
+                  "data) is broken; ssl_bench.harness.testing.check_method reproduces it on tiny data")
+    else:
+        advice = ("lower the learning rate (optimizer.lr), add warmup (schedule.warmup_epochs), or guard the loss "
+                  "against a division by a vanishing norm or a log of zero")
+    raise BenchError(f"{desc}: the loss is not finite at step {step} of {total} (epoch "
+                     f"{(step - 1) // steps_per_epoch + 1}): {what}; {advice}")
+
+
 def _close_epoch(stats: PretrainStats, step_losses: list[Tensor], steps_per_epoch: int, desc: str) -> None:
+    """Record the epoch's mean loss and the last step's (over processes); the steps were checked finite."""
     epoch_losses = torch.stack(step_losses[-steps_per_epoch:]).cpu()
     mean = mean_over_processes(float(epoch_losses.mean()))
-    if not math.isfinite(mean):
+    if not math.isfinite(mean):  # a backstop: _check_finite has seen every step of the epoch
         raise BenchError(f"{desc}: the loss is not finite ({mean}) in epoch {len(stats.epoch_losses) + 1}; "
                          "lower the learning rate")
     stats.epoch_losses.append(mean)

@@ -147,3 +147,28 @@ def test_hook_bench_run_started_job_finished_run_finished(tmp_path):
     events.seen.clear()
     execute(run)
     assert [s for k, s in events.seen if k == "job"] == ["cached", "cached"]
+
+
+def test_a_mistyped_params_key_suggests_the_field_and_lists_them(tmp_path):
+    from ssl_bench.harness.errors import SpecError
+    from ssl_bench.harness.pipeline.specs import load_benchmark
+    from tests.conftest import TINY
+
+    path = tmp_path / "t.toml"
+    path.write_text(TINY.replace("temperature = 0.5", "temprature = 0.5"))
+    registry = collect(make_plugin_manager(load_entrypoints=False))
+    with pytest.raises(SpecError, match=r"t.toml: methods\[0\].params.temprature: Extra inputs are not permitted; "
+                       r"did you mean 'temperature'\? valid fields: .*temperature, views$"):
+        load_benchmark(path, registry=registry)
+    path.write_text(TINY.replace("k = 5", "zzz = 5"))
+    with pytest.raises(SpecError, match=r"evaluations\[0\].params.zzz: Extra inputs are not permitted; valid fields: "
+                       r"chunk_size, k, temperature$"):
+        load_benchmark(path, registry=registry)
+
+
+def test_an_unknown_name_in_bench_load_plugins_exits_2(monkeypatch):
+    monkeypatch.setenv("BENCH_LOAD_PLUGINS", "no_such_plugin")
+    monkeypatch.setenv("BENCH_DISABLE_PLUGIN_AUTOLOAD", "0")
+    with pytest.raises(PluginError) as err:
+        make_plugin_manager()
+    assert err.value.exit_code == 2

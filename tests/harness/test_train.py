@@ -14,8 +14,8 @@ class Interrupt(Exception):
 
 
 def spec(**kw):
-    return PretrainSpec(dataset=DatasetRef(name="x"), backbone=ComponentRef(name="convnet_small"),
-                        epochs=2, batch_size=8, checkpoint_every_steps=3, optimizer=OptimizerSpec(lr=0.05), **kw)
+    kw = {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 3, "optimizer": OptimizerSpec(lr=0.05)} | kw
+    return PretrainSpec(dataset=DatasetRef(name="x"), backbone=ComponentRef(name="convnet_small"), **kw)
 
 
 def pipelines(registry, method):
@@ -54,5 +54,61 @@ def test_diverging_loss_is_a_clear_error(tmp_path, bench_registry):
     method = build_method(bench_registry, "simclr")
     method.loss = lambda batch: torch.tensor(float("nan"), requires_grad=True)
     with pytest.raises(BenchError, match="loss is not finite"):
+        pretrain(method, pipelines(bench_registry, method), tiny_images(16), spec(), seed=0,
+                 device=torch.device("cpu"), workdir=tmp_path, progress=False)
+
+
+class NanAt:
+    """A loss that turns NaN at one step (counting calls from 1), finite before and after."""
+
+    def __init__(self, method, step):
+        self.method, self.step, self.calls = method, step, 0
+        self.real = method.loss
+
+    def __call__(self, batch):
+        self.calls += 1
+        loss = self.real(batch)
+        return loss * float("nan") if self.calls == self.step else loss
+
+
+def test_a_loss_that_turns_nan_at_step_3_fails_at_step_3_before_its_update(tmp_path, bench_registry):
+    method = build_method(bench_registry, "simclr")
+    method.loss = NanAt(method, 3)
+    with pytest.raises(BenchError, match=r"not finite at step 3 of 4 \(epoch 2\): loss = nan; lower the learning"):
+        pretrain(method, pipelines(bench_registry, method), tiny_images(16), spec(), seed=0,
+                 device=torch.device("cpu"), workdir=tmp_path, progress=False)
+    assert method.loss.calls == 3  # stopped there, not at the end of the epoch
+    assert all(torch.isfinite(p).all() for p in method.parameters())  # the NaN step never updated the weights
+
+
+def test_a_loss_not_finite_at_the_first_step_does_not_blame_the_learning_rate(tmp_path, bench_registry):
+    method = build_method(bench_registry, "simclr")
+    method.loss = lambda batch: torch.tensor(float("inf"), requires_grad=True)
+    with pytest.raises(BenchError, match=r"at step 1 of 4 \(epoch 1\): loss = inf; that is before any update") as err:
+        pretrain(method, pipelines(bench_registry, method), tiny_images(16), spec(), seed=0,
+                 device=torch.device("cpu"), workdir=tmp_path, progress=False)
+    assert "learning rate is not the cause" in str(err.value) and "lower the" not in str(err.value)
+
+
+def test_deferred_checks_on_cuda_still_name_the_first_bad_step(tmp_path, bench_registry, monkeypatch):
+    """On CUDA the losses are checked in groups (one sync each); the same CPU run with that policy forced."""
+    import ssl_bench.harness.pipeline.train as train
+
+    monkeypatch.setattr(train, "_checks_each_step", lambda device, world: False)
+    monkeypatch.setattr(train, "FINITE_CHECK_EVERY", 100)
+    method = build_method(bench_registry, "simclr")
+    method.loss = NanAt(method, 3)
+    with pytest.raises(BenchError, match=r"not finite at step 3 of 4 \(epoch 2\): loss = nan") as err:
+        pretrain(method, pipelines(bench_registry, method), tiny_images(16),
+                 spec(checkpoint_every_steps=100), seed=0, device=torch.device("cpu"), workdir=tmp_path,
+                 progress=False)
+    assert method.loss.calls == 4 and "lower the learning rate" in str(err.value)  # found at the epoch's end
+    assert not (tmp_path / CHECKPOINT).exists()
+
+
+def test_a_float_loss_is_a_clear_error(tmp_path, bench_registry):
+    method = build_method(bench_registry, "simclr")
+    method.loss = lambda batch: 0.5
+    with pytest.raises(BenchError, match=r"simclr.loss must return a scalar Tensor .*got float"):
         pretrain(method, pipelines(bench_registry, method), tiny_images(16), spec(), seed=0,
                  device=torch.device("cpu"), workdir=tmp_path, progress=False)
