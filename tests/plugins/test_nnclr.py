@@ -8,8 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn import functional as F
 
 from ssl_bench.harness.components import Batch
@@ -20,6 +18,7 @@ from ssl_bench.harness.testing import check_method, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods import nnclr as module
 from ssl_bench.plugins.methods.nnclr import NNCLR, nearest_neighbours, nnclr_loss
+from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
 
 def naive_nn(z, queue) -> torch.Tensor:
@@ -158,9 +157,7 @@ def test_conformance():
 
 
 def _in_process(rank: int, init: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, init):
         m = build().eval()  # eval: batch norm on running statistics, the same function in 1 and 2 processes
         mine = slice(rank * 4, (rank + 1) * 4)
         with torch.no_grad():
@@ -169,16 +166,13 @@ def _in_process(rank: int, init: str, out: str) -> None:
         ddp = distributed_loss(m, torch.device("cpu"))  # kept alive until backward
         loss = ddp(batch([v[mine] for v in views()]))
         loss.backward()
-        grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+        grads = gradients(m)
         torch.save({"loss": loss.detach(), "grads": grads, "queue": m.queue}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_processes_on_halves_equal_one_process_on_the_batch(tmp_path, one_thread):
-    mp.spawn(_in_process, args=(f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = run_two(_in_process, tmp_path)
     m = build().eval()
     with torch.no_grad():
         m.loss(batch(views(seed=2)))
@@ -189,10 +183,7 @@ def test_two_processes_on_halves_equal_one_process_on_the_batch(tmp_path, one_th
     assert (ranks[0]["loss"] + ranks[1]["loss"]).item() / 2 == pytest.approx(loss.item(), rel=1e-5)
     for r in ranks:
         assert torch.allclose(r["queue"], m.queue, atol=1e-6)
-        assert r["grads"].keys() == {n for n, p in m.named_parameters() if p.grad is not None}
-        for name, p in m.named_parameters():
-            if p.grad is not None:
-                assert torch.allclose(r["grads"][name], p.grad, rtol=1e-4, atol=1e-5 * p.grad.abs().max().item()), name
+    assert_same_gradients(ranks, m)
     local = build().eval()  # each half against its own candidates only: a different loss
     local.queue.copy_(m.queue)
     halves = [local.loss(batch([v[i * 4:(i + 1) * 4] for v in views()])).item() for i in range(2)]

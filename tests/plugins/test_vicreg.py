@@ -6,8 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.train import distributed_loss
@@ -16,6 +14,7 @@ from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods import vicreg as module
 from ssl_bench.plugins.methods.vicreg import VICReg, vicreg_terms
+from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
 HADAMARD = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])
 """Columns 2-4: zero mean, mutually orthogonal, unbiased standard deviation sqrt(4/3)."""
@@ -131,31 +130,24 @@ def test_conformance():
 
 
 def _in_process(rank: int, init: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, init):
         m = build().eval()  # eval: batch norm on running statistics, the same function in 1 and 2 processes
         ddp = distributed_loss(m, torch.device("cpu"))  # kept alive until backward
         loss = ddp(batch([v[rank * 4:(rank + 1) * 4] for v in views()]))
         loss.backward()
-        grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+        grads = gradients(m)
         torch.save({"loss": loss.detach(), "terms": m.last_terms, "grads": grads}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_processes_on_halves_equal_one_process_on_the_batch(tmp_path, one_thread):
-    mp.spawn(_in_process, args=(f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = run_two(_in_process, tmp_path)
     m = build().eval()
     loss = m.loss(batch(views()))
     loss.backward()
     for r in ranks:  # every process evaluates the loss of the global batch, and DDP averages its gradient
         assert r["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
         assert all(r["terms"][k].item() == pytest.approx(t.item(), rel=1e-5) for k, t in m.last_terms.items())
-        assert r["grads"].keys() == {n for n, p in m.named_parameters() if p.grad is not None}
-        for name, p in m.named_parameters():
-            assert torch.allclose(r["grads"][name], p.grad, rtol=1e-4, atol=1e-5 * p.grad.abs().max().item()), name
+    assert_same_gradients(ranks, m)
     half = build().eval().loss(batch([v[:4] for v in views()]))
     assert abs(half.item() - loss.item()) > 1e-3  # the statistics of the other half matter
