@@ -275,7 +275,7 @@ def writable_folder(flag: str, folder: Path) -> None:
 
 def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
          registry: Registry) -> int:
-    from ssl_bench.harness.pipeline.runner import execute, log, write_leaderboard
+    from ssl_bench.harness.pipeline.runner import execute, log, summary, write_leaderboard
     from ssl_bench.harness.pipeline.train import resolve_device
     from ssl_bench.harness.scale.launch import check_nproc, join_process_group, leave_process_group, relaunch
 
@@ -303,9 +303,7 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     failed = execute(run)
     if is_main():
         print(write_leaderboard(run))
-        log(f"{spec.name}: {len(plan.eval_jobs) - failed} of {len(plan.eval_jobs)} evaluations recorded in "
-            f"{run.folder.results_dir}, {failed} failed; {time.perf_counter() - t0:.1f} s; "
-            f"leaderboard in {run.folder.leaderboard}")
+        log(summary(run, time.perf_counter() - t0))
     leave_process_group()
     return 1 if failed else 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class Run:
     storage: optuna.storages.BaseStorage | None = None
     """Where evaluation sweeps keep their Optuna studies (``bench worker``); None: in memory."""
     failed: list[str] = field(default_factory=list)
+    tally: Counter[str] = field(default_factory=Counter)
+    """Evaluations by outcome: ``done`` (run now), ``cached``, ``failed``, ``skipped`` (their encoder failed)."""
     _splits: dict[str, ImageSet] = field(default_factory=dict)
 
     @property
@@ -97,6 +100,7 @@ def execute(run: Run) -> int:
         for e in evals:
             if e not in todo:
                 done += 1
+                run.tally["cached"] += 1
                 run.pm.hook.bench_job_finished(job=e, result={"status": "cached"})
         if not agree(bool(todo)):  # under torchrun every process follows rank 0's view of the files
             continue
@@ -115,6 +119,7 @@ def execute(run: Run) -> int:
                 raise SystemExit(f"process {rank()}: {pjob.label} seed {pjob.seed}: {exc}; stopping every process "
                                  "(finished jobs are kept, rerun to resume)") from exc
             done += len(todo)
+            run.tally["skipped"] += len(todo)
             continue
         features = FeatureCache(encoder, run.device, run.folder.features(source.key))
         for e in todo:
@@ -126,14 +131,30 @@ def execute(run: Run) -> int:
                 summary = ", ".join(f"{r['metric']} {r['value']:.2f}" for r in rows)
                 log(f"[{done}/{total}] {e.pretrain.label} seed {e.pretrain.seed} | {e.evaluator.name} on "
                     f"{e.dataset.display}: {summary} ({time.perf_counter() - t0:.1f} s)")
+                run.tally["done"] += 1
                 run.pm.hook.bench_job_finished(job=e, result={"status": "ok", "rows": rows})
             except Exception as exc:
+                run.tally["failed"] += 1
                 full = DiskFullError.of(exc, run.folder.result(e.key))
                 _fail(run, e, full or exc)
                 if full is not None:
                     raise full from None
     run.pm.hook.bench_run_finished(run=run, failed=len(run.failed))
     return len(run.failed)
+
+
+def summary(run: Run, seconds: float) -> str:
+    """The run's last line: every evaluation of the plan counted once, as done, cached, failed or skipped."""
+    t, total = run.tally, len(run.plan.eval_jobs)
+    pretrain_failed = sum(1 for j in run.plan.pretrain_jobs if j.key in run.failed)
+    if t["cached"] == total:
+        return f"{run.spec.name}: nothing to do ({total} evaluation{'s' * (total != 1)} cached)"
+    parts = [f"{t['done']} done", f"{t['cached']} cached", f"{t['failed']} failed"]
+    if t["skipped"]:
+        parts.append(f"{t['skipped']} skipped because their pretraining failed ({pretrain_failed} job"
+                     f"{'s' * (pretrain_failed != 1)})")
+    return (f"{run.spec.name}: {total} evaluation{'s' * (total != 1)}: {', '.join(parts)}; {seconds:.1f} s; "
+            f"results in {run.folder.results_dir}, leaderboard in {run.folder.leaderboard}")
 
 
 def _fail(run: Run, job: PretrainJob | EvalJob, exc: BaseException) -> None:
