@@ -9,10 +9,8 @@ import torch
 
 from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.train import distributed_loss
-from ssl_bench.harness.plugins import collect, make_plugin_manager
 from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
-from ssl_bench.plugins.methods import barlow_twins as module
 from ssl_bench.plugins.methods.barlow_twins import BarlowTwins, barlow_twins_loss, cross_correlation
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
@@ -111,15 +109,8 @@ def test_method_loss_is_the_loss_of_its_projections():
     assert len([x for x in m.projector if isinstance(x, torch.nn.Linear)]) == 3
 
 
-def registry():
-    pm = make_plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(module):
-        pm.register(module, name="test-barlow-twins")
-    return collect(pm)
-
-
-def test_conformance():
-    check_method(registry(), "barlow_twins")
+def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
+    check_method(bench_registry, "barlow_twins")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:

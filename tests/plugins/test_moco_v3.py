@@ -14,10 +14,8 @@ from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.optim import build_optimizer
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import distributed_loss, pretrain
-from ssl_bench.harness.plugins import collect, make_plugin_manager
 from ssl_bench.harness.testing import check_method, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
-from ssl_bench.plugins.methods import moco_v3 as module
 from ssl_bench.plugins.methods.moco_v3 import MoCoV3, moco_v3_contrastive
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
@@ -135,15 +133,8 @@ def test_a_few_steps_of_the_training_loop(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, m.momentum_encoder.parameters()))
 
 
-def registry():
-    pm = make_plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(module):
-        pm.register(module, name="test-moco-v3")
-    return collect(pm)
-
-
-def test_conformance():
-    check_method(registry(), "moco_v3")
+def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
+    check_method(bench_registry, "moco_v3")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:

@@ -13,10 +13,8 @@ from torch.nn import functional as F
 from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import distributed_loss, pretrain
-from ssl_bench.harness.plugins import collect, make_plugin_manager
 from ssl_bench.harness.testing import check_method, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
-from ssl_bench.plugins.methods import nnclr as module
 from ssl_bench.plugins.methods.nnclr import NNCLR, nearest_neighbours, nnclr_loss
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
@@ -145,15 +143,8 @@ def test_a_few_steps_of_the_training_loop(tmp_path):
     assert int(m.queue_ptr) == 24 % 12  # 3 steps of 8 first views, wrapped around the 12 rows
 
 
-def registry():
-    pm = make_plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(module):
-        pm.register(module, name="test-nnclr")
-    return collect(pm)
-
-
-def test_conformance():
-    check_method(registry(), "nnclr")
+def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
+    check_method(bench_registry, "nnclr")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:

@@ -12,10 +12,8 @@ import pytest
 import torch
 
 from ssl_bench.harness.components import Batch
-from ssl_bench.harness.plugins import collect, make_plugin_manager
 from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
-from ssl_bench.plugins.methods import simsiam as module
 from ssl_bench.plugins.methods.simsiam import SimSiam, negative_cosine, simsiam_loss
 
 
@@ -99,12 +97,5 @@ def test_architecture_and_defaults():
     assert p.views == ("moco_v2", "moco_v2") and p.pred_hidden_dim * 4 == p.proj_dim
 
 
-def registry():
-    pm = make_plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(module):
-        pm.register(module, name="test-simsiam")
-    return collect(pm)
-
-
-def test_conformance():
-    check_method(registry(), "simsiam")
+def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
+    check_method(bench_registry, "simsiam")

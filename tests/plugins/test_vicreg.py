@@ -9,10 +9,8 @@ import torch
 
 from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.train import distributed_loss
-from ssl_bench.harness.plugins import collect, make_plugin_manager
 from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
-from ssl_bench.plugins.methods import vicreg as module
 from ssl_bench.plugins.methods.vicreg import VICReg, vicreg_terms
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
@@ -118,15 +116,8 @@ def test_defaults_are_the_papers():
     assert len([x for x in build().projector if isinstance(x, torch.nn.Linear)]) == 3
 
 
-def registry():
-    pm = make_plugin_manager(load_entrypoints=False)
-    if not pm.is_registered(module):
-        pm.register(module, name="test-vicreg")
-    return collect(pm)
-
-
-def test_conformance():
-    check_method(registry(), "vicreg")
+def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
+    check_method(bench_registry, "vicreg")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:
