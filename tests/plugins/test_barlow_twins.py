@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 
-from ssl_bench.harness.components import Batch
-from ssl_bench.harness.pipeline.train import distributed_loss
 from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.barlow_twins import BarlowTwins, barlow_twins_loss, cross_correlation
-from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
+from tests.plugins.method_inputs import batch, views
+from tests.plugins.two_processes import assert_same_gradients, loss_on_my_half, run_two
 
 HADAMARD = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])
 """Columns 2-4: zero mean, unit biased variance, mutually orthogonal: standardised and decorrelated."""
@@ -44,15 +43,6 @@ def build(**params) -> BarlowTwins:
     torch.manual_seed(0)
     backbone = ConvNetSmall(ConvNetSmall.Params(width=4, stages=2))
     return BarlowTwins(BarlowTwins.Params(**{"proj_hidden_dim": 16, "proj_dim": 8, **params}), backbone, num_classes=4)
-
-
-def views(n: int = 8, seed: int = 1) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)]
-
-
-def batch(vs: list[torch.Tensor]) -> Batch:
-    return Batch(views=vs, labels=torch.zeros(len(vs[0]), dtype=torch.long))
 
 
 @pytest.mark.parametrize(("n", "d", "lam"), [(6, 4, 5e-3), (5, 7, 0.08), (9, 3, 1.0)])
@@ -114,13 +104,7 @@ def test_conformance(bench_registry):  # a built-in: the registry of every insta
 
 
 def _in_process(rank: int, init: str, out: str) -> None:
-    with gloo_group(rank, init):
-        m = build().eval()  # eval: batch norm on running statistics, the same function in 1 and 2 processes
-        ddp = distributed_loss(m, torch.device("cpu"))  # kept alive until backward
-        loss = ddp(batch([v[rank * 4:(rank + 1) * 4] for v in views()]))
-        loss.backward()
-        grads = gradients(m)
-        torch.save({"loss": loss.detach(), "grads": grads}, f"{out}/rank{rank}.pt")
+    loss_on_my_half(rank, init, out, build)
 
 
 @pytest.mark.slow

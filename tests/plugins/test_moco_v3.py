@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.optim import build_optimizer
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
-from ssl_bench.harness.pipeline.train import distributed_loss, pretrain
+from ssl_bench.harness.pipeline.train import pretrain
 from ssl_bench.harness.testing import check_method, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.moco_v3 import MoCoV3, moco_v3_contrastive
-from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
+from tests.plugins.method_inputs import batch, views
+from tests.plugins.two_processes import assert_same_gradients, loss_on_my_half, run_two
 
 
 def naive_ctr(q, k, t, offset=0) -> float:
@@ -42,15 +42,6 @@ def build(drift: bool = True, **params) -> MoCoV3:
             for p in list(m.backbone.parameters()) + list(m.projector.parameters()):
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
     return m
-
-
-def views(n: int = 8, seed: int = 1) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)]
-
-
-def batch(vs: list[torch.Tensor]) -> Batch:
-    return Batch(views=vs, labels=torch.zeros(len(vs[0]), dtype=torch.long))
 
 
 @pytest.mark.parametrize(("t", "offset"), [(0.2, 0), (1.0, 0), (0.5, 3)])
@@ -138,13 +129,7 @@ def test_conformance(bench_registry):  # a built-in: the registry of every insta
 
 
 def _in_process(rank: int, init: str, out: str) -> None:
-    with gloo_group(rank, init):
-        m = build().eval()  # eval: batch norm on running statistics, the same function in 1 and 2 processes
-        ddp = distributed_loss(m, torch.device("cpu"))  # kept alive until backward
-        loss = ddp(batch([v[rank * 4:(rank + 1) * 4] for v in views()]))
-        loss.backward()
-        grads = gradients(m)
-        torch.save({"loss": loss.detach(), "grads": grads}, f"{out}/rank{rank}.pt")
+    loss_on_my_half(rank, init, out, build)
 
 
 @pytest.mark.slow

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import distributed_loss, pretrain
 from ssl_bench.harness.testing import check_method, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.nnclr import NNCLR, nearest_neighbours, nnclr_loss
+from tests.plugins.method_inputs import batch, views
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
 
@@ -44,15 +44,6 @@ def build(**params) -> NNCLR:
     backbone = ConvNetSmall(ConvNetSmall.Params(width=4, stages=2))
     defaults = {"proj_hidden_dim": 16, "proj_dim": 8, "pred_hidden_dim": 16, "queue_size": 12}
     return NNCLR(NNCLR.Params(**{**defaults, **params}), backbone, num_classes=4)
-
-
-def views(n: int = 8, seed: int = 1) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)]
-
-
-def batch(vs: list[torch.Tensor]) -> Batch:
-    return Batch(views=vs, labels=torch.zeros(len(vs[0]), dtype=torch.long))
 
 
 def test_nearest_neighbours_match_naive_loop():

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from ssl_bench.harness.components import Batch
 from ssl_bench.harness.pipeline.train import distributed_loss
 from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.vicreg import VICReg, vicreg_terms
+from tests.plugins.method_inputs import batch, views
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
 HADAMARD = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])
@@ -50,15 +50,6 @@ def build(**params) -> VICReg:
     torch.manual_seed(0)
     backbone = ConvNetSmall(ConvNetSmall.Params(width=4, stages=2))
     return VICReg(VICReg.Params(**{"proj_hidden_dim": 16, "proj_dim": 8, **params}), backbone, num_classes=4)
-
-
-def views(n: int = 8, seed: int = 1) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, 8, 8, generator=g) for _ in range(2)]
-
-
-def batch(vs: list[torch.Tensor]) -> Batch:
-    return Batch(views=vs, labels=torch.zeros(len(vs[0]), dtype=torch.long))
 
 
 @pytest.mark.parametrize(("n", "d", "scale"), [(6, 4, 0.3), (5, 7, 1.0), (9, 3, 2.0)])

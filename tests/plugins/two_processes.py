@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ssl_bench.harness.pipeline.train import distributed_loss
+
 
 @contextmanager
 def gloo_group(rank: int, init: str) -> Iterator[None]:
@@ -42,3 +44,15 @@ def assert_same_gradients(ranks: list[dict[str, Any]], model: nn.Module) -> None
         assert r["grads"].keys() == expected.keys()
         for name, grad in expected.items():
             assert torch.allclose(r["grads"][name], grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item()), name
+
+
+def loss_on_my_half(rank: int, init: str, out: str, build: Callable[[], nn.Module]) -> None:
+    """Process ``rank`` of 2: the DDP loss of ``build()`` on its half of the test views, saved with its gradients."""
+    from tests.plugins.method_inputs import batch, views
+
+    with gloo_group(rank, init):
+        m = build().eval()  # eval: batch norm on running statistics, the same function in 1 and 2 processes
+        ddp = distributed_loss(m, torch.device("cpu"))  # kept alive until backward
+        loss = ddp(batch([v[rank * 4:(rank + 1) * 4] for v in views()]))
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grads": gradients(m)}, f"{out}/rank{rank}.pt")
