@@ -224,7 +224,7 @@ def test_worker_storage_at_a_garbage_journal_exits_2(write_toml, tmp_path, capsy
 
 def test_disk_full_saving_a_tensor_stops_the_run_with_one_line(write_toml, tmp_path, capsys, cache, monkeypatch):
     def full(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a file object's write raises it: no name
 
     monkeypatch.setattr(torch, "save", full)
     code, err = run_main(capsys, "run", str(write_toml(SMALL)), "--out", str(tmp_path / "o"), "--device", "cpu",
