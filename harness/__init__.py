@@ -7,8 +7,9 @@ The public API. What plugin authors import, all from this one module::
                                    Params, gather, BenchError, DataError)
 
 plus the helpers a component needs from the core: the views' normalisation (``normalize``,
-``to_float``, ``IMAGENET_MEAN``/``IMAGENET_STD``), a dataset's decode cache and splits (``cached``,
-``cached_mapped``, ``file_fingerprint``, ``resize_uint8``, ``stratified_split``, ``balanced_subset``),
+``to_float``, ``IMAGENET_MEAN``/``IMAGENET_STD``), a dataset's decode cache, memory check and splits
+(``cached``, ``cached_mapped``, ``check_decoded_fits``, ``file_fingerprint``, ``resize_uint8``,
+``stratified_split``, ``balanced_subset``),
 the process group (``rank``, ``world_size``), ``atomic_write`` and the learning-rate schedules
 (``ScheduleSpec``, ``lr_factor``) an evaluator that trains can reuse.
 
@@ -46,6 +47,7 @@ _EXPORTS = {
     "normalize": "data",
     "to_float": "data",
     "resize_uint8": "data",
+    "check_decoded_fits": "data",
     "stratified_split": "data",
     "balanced_subset": "data",
     "cached": "data",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
         balanced_subset,
         cached,
         cached_mapped,
+        check_decoded_fits,
         file_fingerprint,
         normalize,
         resize_uint8,
@@ -139,6 +142,7 @@ __all__ = [
     "balanced_subset",
     "cached",
     "cached_mapped",
+    "check_decoded_fits",
     "file_fingerprint",
     "gather",
     "hookimpl",

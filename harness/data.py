@@ -178,6 +178,7 @@ def resize_uint8(images: Tensor, size: int) -> Tensor:
     """Resize uint8 (N, C, H, W) images so both sides equal ``size`` (antialiased bilinear)."""
     if images.shape[-2:] == (size, size):
         return images
+    check_decoded_fits(len(images), images.shape[1], size, size, f"resizing to image_size {size}")
     out = []
     for chunk in images.split(1024):
         x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -322,3 +323,24 @@ def file_fingerprint(paths: Sequence[Path]) -> str:
         st = p.stat()
         h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()[:16]
+
+
+def check_decoded_fits(rows: int, channels: int, height: int, width: int, where: str) -> None:
+    """Refuse, before decoding or generating it, a split whose uint8 (rows, C, H, W) tensor cannot fit in memory.
+
+    The pretraining memory estimate runs once a split is loaded; a split too large to hold at all
+    (``image_size = 4096`` on 500 images, ``n_train = 1e8``) would exhaust memory before it, so datasets
+    call this first. ``BENCH_MEMORY_CHECK=0`` turns it off.
+
+    Raises:
+        DataError: naming ``where``, the bytes needed and the bytes available.
+    """
+    from ssl_bench.harness.scale.machine import available_host_memory, memory_check_on
+
+    need = rows * channels * height * width
+    available = available_host_memory() if memory_check_on() else None
+    if available is None or need <= available:
+        return
+    raise DataError(f"{where}: {rows} images of {channels} x {height} x {width} pixels need {need / 1e9:.1f} GB as "
+                    f"uint8; this machine has {available / 1e9:.1f} GB available. Lower image_size or the number of "
+                    "images, stream the dataset (params.stream = true), or set BENCH_MEMORY_CHECK=0 if this is wrong")

@@ -21,14 +21,13 @@ turns the check off.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ssl_bench.harness.data import ImageSet
+from ssl_bench.harness.scale.machine import available_host_memory, memory_check_on
 
 ACTIVATION_FACTOR = 32
 """Float activations kept for the backward pass per float input element (rough, on the low side)."""
@@ -98,45 +97,6 @@ def available_memory(device: torch.device) -> int | None:
     return available_host_memory()
 
 
-def available_host_memory() -> int | None:
-    """The host's available memory in bytes (module docstring: psutil, /proc/meminfo, sysconf, cgroup)."""
-    found: int | None = None
-    try:
-        import psutil
-
-        found = int(psutil.virtual_memory().available)
-    except ImportError:
-        found = _meminfo_available()
-    if found is None:
-        try:
-            found = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return None
-    limit = _cgroup_room()
-    return found if limit is None else min(found, limit)
-
-
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _cgroup_room() -> int | None:
-    """A cgroup v2 memory limit minus what the group uses, or None where there is no limit."""
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return max(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()), 0)
-    except (OSError, ValueError):
-        return None
-
-
 def memory_problem(estimate: MemoryEstimate, available: int | None, device: torch.device, desc: str) -> str | None:
     """Why a job of ``estimate`` cannot fit in ``available`` bytes on ``device``, or None when it can (or
     ``available`` is unknown). Memory the split already holds counts as available."""
@@ -159,7 +119,7 @@ def pretrain_memory_problem(data: ImageSet, batch_size: int, views: int, method:
     Arguments as :func:`estimate_pretrain_memory`, plus ``desc``, the job named in the message. None as
     well when the available memory is unknown, or the check is off (``BENCH_MEMORY_CHECK=0``).
     """
-    if os.environ.get("BENCH_MEMORY_CHECK", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not memory_check_on():
         return None
     estimate = estimate_pretrain_memory(data, batch_size, views, method, device)
     return memory_problem(estimate, available_memory(device), device, desc)

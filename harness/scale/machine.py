@@ -113,3 +113,51 @@ def busy_now(seconds: float = 0.5) -> MachineLoad:
     meter = LoadMeter(threads=0).start()
     time.sleep(seconds)
     return meter.stop()
+
+
+def memory_check_on() -> bool:
+    """Whether memory estimates may refuse work (``BENCH_MEMORY_CHECK=0`` turns them off)."""
+    return os.environ.get("BENCH_MEMORY_CHECK", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def available_host_memory() -> int | None:
+    """The host's available memory in bytes, or None where it cannot tell.
+
+    psutil's ``available`` when installed, else ``MemAvailable`` of ``/proc/meminfo``, else
+    ``SC_AVPHYS_PAGES`` x ``SC_PAGE_SIZE``; capped by a cgroup v2 memory limit.
+    """
+    found: int | None = None
+    try:
+        import psutil
+
+        found = int(psutil.virtual_memory().available)
+    except ImportError:
+        found = _meminfo_available()
+    if found is None:
+        try:
+            found = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    limit = _cgroup_room()
+    return found if limit is None else min(found, limit)
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """A cgroup v2 memory limit minus what the group uses, or None where there is no limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()), 0)
+    except (OSError, ValueError):
+        return None

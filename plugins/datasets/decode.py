@@ -35,7 +35,14 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from ssl_bench.harness import DataError, cached, cached_mapped, file_fingerprint, resize_uint8
+from ssl_bench.harness import (
+    DataError,
+    cached,
+    cached_mapped,
+    check_decoded_fits,
+    file_fingerprint,
+    resize_uint8,
+)
 
 CACHE_VERSION = 2
 """Part of every cache key; bump when decoding changes (2: 16-bit images refused, not clipped)."""
@@ -194,6 +201,8 @@ def decode_images(blobs: Sequence[bytes | None], where: Callable[[int], str], im
     Raises:
         DataError: a row is empty or corrupt (without ``skipped``), or sizes differ without ``image_size``.
     """
+    if image_size is not None and blobs:
+        check_decoded_fits(len(blobs), 3, image_size, image_size, f"decoding from {where(0)} on")
     with warnings.catch_warnings():  # torchvision 0.29 deprecates torchvision.io in favour of torchcodec
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
         out = [img for start in range(0, len(blobs), 1024)
@@ -288,6 +297,8 @@ def decode_files(files: Sequence[Path], image_size: int | None, on_corrupt: OnCo
     Raises:
         DataError: a file is unreadable (with ``on_corrupt="error"``), or sizes differ without ``image_size``.
     """
+    if image_size is not None and files:
+        check_decoded_fits(len(files), 3, image_size, image_size, f"decoding {files[0].parent}")
     out = [img for chunk in decoded_chunks(files, image_size, on_corrupt) for img in chunk]
     kept = [i for i, img in enumerate(out) if img is not None]
     images = [img for img in out if img is not None]

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, hookimpl
+from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, check_decoded_fits, hookimpl
 from ssl_bench.harness import Params as BaseParams
 
 VERSION = 2
@@ -114,6 +114,7 @@ def render_shapes(n: int, image_size: int, seed: int) -> tuple[Tensor, Tensor]:
 
     axis = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size * 2 - 1
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")  # (H, W) each, in [-1, 1]
+    check_decoded_fits(n, 3, image_size, image_size, f"shapes: generating {n} images")
     out = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
     for start in range(0, n, CHUNK):
         sl = slice(start, min(start + CHUNK, n))
