@@ -2,7 +2,7 @@
 
 The public API. What plugin authors import, all from this one module::
 
-    from ssl_bench.harness import (hookimpl, Register, Method, MethodParams, Batch, Backbone,
+    from ssl_bench.harness import (hookimpl, Register, Method, MethodParams, Batch, LossTerms, Backbone,
                                    Dataset, DataContext, ImageSet, Augmentation, Evaluator, EvalTask,
                                    Params, gather, BenchError, DataError)
 
@@ -38,10 +38,12 @@ _EXPORTS = {
     "Dataset": "components",
     "EvalTask": "components",
     "Evaluator": "components",
+    "LossTerms": "components",
     "Method": "components",
     "MethodParams": "components",
     "Params": "components",
     "ImageSet": "data",
+    "BoxTargets": "data",
     "IMAGENET_MEAN": "data",
     "IMAGENET_STD": "data",
     "normalize": "data",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
         Dataset,
         EvalTask,
         Evaluator,
+        LossTerms,
         Method,
         MethodParams,
         Params,
@@ -84,6 +87,7 @@ if TYPE_CHECKING:
     from ssl_bench.harness.data import (
         IMAGENET_MEAN,
         IMAGENET_STD,
+        BoxTargets,
         ImageSet,
         balanced_subset,
         cached,
@@ -122,6 +126,7 @@ __all__ = [
     "Backbone",
     "Batch",
     "BenchError",
+    "BoxTargets",
     "DataContext",
     "DataError",
     "Dataset",
@@ -130,6 +135,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageSet",
+    "LossTerms",
     "Method",
     "MethodParams",
     "Params",

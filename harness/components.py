@@ -8,7 +8,7 @@ Kinds:
     Dataset:       loads a split as an :class:`~ssl_bench.harness.data.ImageSet` of uint8 tensors.
     Augmentation:  a batched, per-sample random transform ``(images, *, generator) -> images``.
     Backbone:      an ``nn.Module`` mapping ``(B, C, H, W)`` images to ``(B, feature_dim)`` features.
-    Method:        an ``nn.Module`` owning a backbone plus heads, with ``loss(batch) -> Tensor``.
+    Method:        an ``nn.Module`` owning a backbone plus heads, with ``loss(batch) -> Tensor | LossTerms``.
     Evaluator:     scores a frozen encoder on labelled data, with a declared search space.
 """
 
@@ -170,6 +170,50 @@ class Batch:
     indices: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class LossTerms:
+    """A loss with its named parts: what :meth:`Method.loss` may return instead of a scalar Tensor.
+
+    The harness back-propagates ``total`` and logs each term beside it (detached, as ``loss/<name>``;
+    see the ``bench_step_logged`` hook). The terms are the method's to define and need not add up to
+    the total: VICReg reports its three unweighted terms (the total weighs them), BYOL its two
+    directions (the total is their sum). Where a scalar loss is expected it stands for its total:
+    ``backward()``, ``item()``, ``detach()`` and ``float()`` act on ``total``.
+
+    Attributes:
+        total: the scalar training loss, with a gradient. Shape: ().
+        terms: name -> scalar Tensor (shape ()), in the order to show them; a name is a short identifier
+            (``invariance``) without ``/``.
+    """
+
+    total: Tensor
+    terms: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        """Back-propagate ``total`` (the arguments are ``Tensor.backward``'s)."""
+        self.total.backward(*args, **kwargs)
+
+    def item(self) -> float:
+        """``total`` as a Python float."""
+        return float(self.total.item())
+
+    def detach(self) -> Tensor:
+        """``total`` without its graph."""
+        return self.total.detach()
+
+    def __float__(self) -> float:
+        return float(self.total.detach())
+
+
+def loss_parts(value: Any) -> tuple[Any, Mapping[str, Tensor]]:
+    """What a method's loss returned, as ``(total, terms)``: a Tensor (or anything else) has no terms.
+
+    The total is returned as it came; the caller checks it is a scalar Tensor."""
+    if isinstance(value, LossTerms):
+        return value.total, value.terms
+    return value, {}
+
+
 class Method(nn.Module):
     """A pretraining method: a backbone, the heads it adds, and a loss.
 
@@ -184,6 +228,9 @@ class Method(nn.Module):
     Params: ClassVar[type[MethodParams]] = MethodParams
     trains: ClassVar[bool] = True
     """False for methods with nothing to learn (random init): the harness skips the loop."""
+    uses_labels: ClassVar[bool] = False
+    """True for methods whose loss reads ``Batch.labels`` (the supervised baseline): the harness then keeps
+    the validation rows that choose hyper-parameters out of their training data (see ``plan.Holdout``)."""
 
     def __init__(self, params: MethodParams, backbone: Backbone, *, num_classes: int) -> None:
         super().__init__()
@@ -196,8 +243,8 @@ class Method(nn.Module):
         """Names of the augmentation pipelines that make this method's views."""
         return self.params.views
 
-    def loss(self, batch: Batch) -> Tensor:
-        """Return the scalar training loss of one batch."""
+    def loss(self, batch: Batch) -> Tensor | LossTerms:
+        """Return the scalar training loss of one batch, alone or with its named terms (:class:`LossTerms`)."""
         raise NotImplementedError
 
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -23,6 +23,34 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True, eq=False)
+class BoxTargets:
+    """The objects of one image of a detection set: boxes in the image's pixels, their classes, ignore flags.
+
+    Attributes:
+        boxes: float32 (K, 4), ``(x1, y1, x2, y2)`` in pixels of the stored (resized) image, x2 > x1, y2 > y1.
+        labels: int64 (K,), indices into the set's ``classes``.
+        ignore: bool (K,): objects that scoring neither counts nor penalises (VOC's ``difficult``, COCO's
+            ``iscrowd``); detectors may still train on them.
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    ignore: Tensor
+
+    def __post_init__(self) -> None:
+        k = int(self.labels.shape[0]) if self.labels.ndim == 1 else -1
+        if self.boxes.shape != (k, 4) or not self.boxes.is_floating_point():
+            raise ValueError(f"boxes must be float (K, 4) with K = len(labels), got {self.boxes.dtype} "
+                             f"{tuple(self.boxes.shape)} for labels {tuple(self.labels.shape)}")
+        if self.labels.dtype != torch.int64 or self.ignore.dtype != torch.bool or self.ignore.shape != (k,):
+            raise ValueError(f"labels must be int64 (K,) and ignore bool (K,), got {self.labels.dtype} "
+                             f"{tuple(self.labels.shape)} and {self.ignore.dtype} {tuple(self.ignore.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
 class ImageSet:
     """A labelled split: uint8 images held in memory, or rows of a store read batch by batch.
 
@@ -40,6 +68,10 @@ class ImageSet:
         key: content identity of the source split (dataset, params, split); feature caches use it.
         indices: positions of these rows in the source split (int64 (N,)), None when all of it.
         rows: positions of these rows in ``images`` (int64 (N,)); None when ``images`` holds exactly them.
+        targets: the objects of every row (one :class:`BoxTargets` each) in a detection set, carried by
+            :meth:`subset`; None in a classification set. A detection set's ``labels`` then hold one class
+            per image (its dataset says which, e.g. its largest object's), so stratified and class-balanced
+            subsets work on it unchanged.
     """
 
     images: Tensor
@@ -48,6 +80,7 @@ class ImageSet:
     key: str
     indices: Tensor | None = None
     rows: Tensor | None = None
+    targets: tuple[BoxTargets, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -57,6 +90,8 @@ class ImageSet:
         n = int(self.images.shape[0] if self.rows is None else self.rows.shape[0])
         if self.labels.shape != (n,):
             raise ValueError(f"labels must be ({n},), got {tuple(self.labels.shape)}")
+        if self.targets is not None and len(self.targets) != n:
+            raise ValueError(f"targets must hold one BoxTargets per row ({n}), got {len(self.targets)}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -85,9 +120,11 @@ class ImageSet:
         """
         idx = idx.long()
         indices = self.source_indices[idx] if key is None else None
+        targets = None if self.targets is None else tuple(self.targets[i] for i in idx.tolist())
         if self.rows is not None:
-            return ImageSet(self.images, self.labels[idx], self.classes, key or self.key, indices, self.rows[idx])
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, key or self.key, indices)
+            return ImageSet(self.images, self.labels[idx], self.classes, key or self.key, indices, self.rows[idx],
+                            targets)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, key or self.key, indices, targets=targets)
 
     def batch(self, idx: Tensor, device: torch.device | None = None) -> Tensor:
         """The images of rows ``idx`` (int64 (B,), positions in this set), copied: uint8 (B, C, H, W).

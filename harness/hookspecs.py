@@ -19,6 +19,7 @@ fails with exit code 2 naming it. The contracts of the five component kinds are 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -92,6 +93,28 @@ def bench_job_finished(job: Any, result: Any) -> None:
         :class:`~ssl_bench.harness.pipeline.plan.EvalJob`.
     :param result: a dict with at least ``status`` ("ok", "cached" or "failed"); evaluation jobs add
         ``rows`` (the result rows), pretraining jobs add ``stats``.
+    """
+
+
+@hookspec
+def bench_step_logged(job: Any, step: int, metrics: dict[str, float], artifacts: Path) -> None:
+    """Called every few optimizer steps of a pretraining, on rank 0: the feed of a tracker plugin.
+
+    :param job: the :class:`~ssl_bench.harness.pipeline.plan.PretrainJob` being trained (its ``label``,
+        ``seed``, ``key`` and ``record()``, the resolved spec).
+    :param step: optimizer steps done, from 1, counting those before a resume.
+    :param metrics: floats, read from the device once per call: ``loss`` (this step's, as rank 0 computed
+        it), ``loss/<name>`` for each named term the method's loss returned (a
+        :class:`harness.LossTerms`), ``lr`` (the learning rate of the optimizer's first parameter group
+        at this step), ``images_per_s`` (pretraining images per second since the previous call) and
+        ``epoch`` (epochs done, fractional: 1.5 halfway through the second).
+    :param artifacts: the folder this training writes in (``<out>/artifacts/<key>/``): where a tracker
+        puts its files (the built-in ones: ``metrics.jsonl``, ``tensorboard/``).
+
+    Called every ``BENCH_LOG_EVERY`` steps (default 10) and at the last step of the session, after the
+    optimizer step. A resumed job continues its step count, so a tracker that appends sees the steps
+    since the last checkpoint twice. Return nothing; keep it cheap (it runs inside the training loop).
+    A tracker closes what it opened in ``bench_job_finished`` (or ``bench_run_finished``).
     """
 
 

@@ -12,11 +12,14 @@ Every check raises AssertionError with a message that names the component and sa
 run on tiny data in seconds, and catch the bugs a first plugin has:
 
 - :func:`check_method`: params round-trip; several optimizer steps (on CUDA when present), each with
-  a finite scalar Tensor loss on the inputs' device reaching the backbone; no collapse of the
+  a finite scalar Tensor loss (alone or as a :class:`~ssl_bench.harness.components.LossTerms` whose
+  terms are scalar Tensors) on the inputs' device reaching the backbone; no collapse of the
   backbone's features; seed determinism; a checkpoint round-trip.
 - :func:`check_evaluator`: percent metrics with ``top1``, deterministic, on imperfect features (noisy
   one-hot colour codes, a quarter of the target images coloured as another class), where a correct
-  evaluator scores strictly between chance and the ~75% the features allow.
+  evaluator scores strictly between chance and the ~75% the features allow. An evaluator whose
+  ``selection_metric`` is a box AP (:data:`BOX_METRICS`) is checked on :func:`box_task` instead: COCO AP,
+  AP50 and AP75 in percent, deterministic, its encoder left as it was.
 - :func:`check_dataset`, :func:`check_augmentation`, :func:`check_backbone`: the other contracts.
 
 Devices: a tensor a loss creates on the CPU (``torch.arange(n)`` without ``device=``) is only caught
@@ -38,8 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_bench.harness.components import Batch, DataContext, EvalTask, instantiate_method
-from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet, normalize, to_float
+from ssl_bench.harness.components import Batch, DataContext, EvalTask, instantiate_method, loss_parts
+from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD, BoxTargets, ImageSet, normalize, to_float
 from ssl_bench.harness.plugins import Registry
 
 TINY_BACKBONE = "convnet_small"
@@ -98,7 +101,8 @@ def method_batch(registry: Registry, method: Any, data: ImageSet, seed: int = 0,
 
 
 def method_loss(registry: Registry, method: Any, data: ImageSet, seed: int = 0) -> torch.Tensor:
-    loss: torch.Tensor = method.loss(method_batch(registry, method, data, seed))
+    """The total loss of ``method`` on views of ``data`` (a :class:`LossTerms`' total)."""
+    loss: torch.Tensor = loss_parts(method.loss(method_batch(registry, method, data, seed)))[0]
     return loss
 
 
@@ -181,10 +185,10 @@ def _train_checked(registry: Registry, name: str, method: Any, data: ImageSet, s
 
 
 def _checked_loss(name: str, method: Any, batch: Batch, step: int, steps: int) -> Tensor:
-    """``method.loss(batch)``, asserted a finite scalar Tensor on the views' device."""
+    """``method.loss(batch)`` (a LossTerms' total), asserted a finite scalar Tensor on the views' device."""
     want = batch.views[0].device if batch.views else batch.labels.device
     try:
-        loss = method.loss(batch)
+        loss, terms = loss_parts(method.loss(batch))
     except RuntimeError as exc:
         if "device" not in str(exc):
             raise
@@ -194,6 +198,11 @@ def _checked_loss(name: str, method: Any, batch: Batch, step: int, steps: int) -
     if not isinstance(loss, Tensor):
         raise AssertionError(f"{name}: loss returned a {type(loss).__name__}, not a Tensor; return the scalar "
                              "tensor itself (no .item() or float()) so the harness can back-propagate it")
+    for term, part in terms.items():
+        assert isinstance(part, Tensor) and part.ndim == 0, (
+            f"{name}: LossTerms term '{term}' must be a scalar (0-dim) Tensor, got "
+            f"{tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__}")
+        assert term and "/" not in term, f"{name}: LossTerms term name {term!r} must be non-empty, without '/'"
     assert loss.ndim == 0, f"{name}: loss must be a scalar (0-dim) Tensor, got shape {tuple(loss.shape)}; reduce it"
     assert loss.device == want, (
         f"{name}: loss is on {loss.device} but the views are on {want}: a tensor made inside loss without "
@@ -218,7 +227,8 @@ def _check_deterministic(registry: Registry, name: str, backbone: str, params: d
     losses = []
     for _ in range(2):
         method = build_method(registry, name, backbone, params=params).to(device).train()
-        losses.append(method.loss(method_batch(registry, method, data, seed=1, device=device)).detach())
+        total = loss_parts(method.loss(method_batch(registry, method, data, seed=1, device=device)))[0]
+        losses.append(total.detach())
     first, second = losses
     same = torch.equal(first, second) if device.type == "cpu" else torch.allclose(first, second, rtol=1e-4, atol=1e-6)
     assert same, (f"{name}: the same seed gives different losses ({first} vs {second}): draw randomness "
@@ -254,6 +264,8 @@ def check_dataset(registry: Registry, name: str, params: dict[str, Any] | None =
                   ctx: DataContext | None = None) -> None:
     """Every split of ``splits`` loads as a labelled ImageSet with a stable, split-specific key.
 
+    A dataset whose ``labelled`` is False (pretraining data only) may have a single class.
+
     Args:
         registry: the registry.
         name: the dataset's registered name.
@@ -281,7 +293,8 @@ def check_dataset(registry: Registry, name: str, params: dict[str, Any] | None =
             "mean and std, so convert to RGB (grey: repeat the channel)")
         labels = data.labels
         assert labels.dtype == torch.int64, f"{where}: labels are {labels.dtype}, not int64 class indices"
-        assert len(data.classes) >= 2, f"{where}: `classes` must name every class (got {data.classes})"
+        least = 2 if getattr(dataset, "labelled", True) else 1  # unlabelled (pretraining only): one class
+        assert len(data.classes) >= least, f"{where}: `classes` must name every class (got {data.classes})"
         assert bool(((labels >= 0) & (labels < len(data.classes))).all()), (
             f"{where}: a label is outside 0..{len(data.classes) - 1}, the indices of `classes`")
         assert isinstance(data.key, str) and data.key, f"{where}: `key` must be a non-empty string"
@@ -359,7 +372,8 @@ def check_evaluator(registry: Registry, name: str, params: dict[str, Any] | None
     The features separate the classes but a quarter of the target images look like another class,
     so an evaluator that reads them scores about 75% top-1: it must beat chance (25%) by 10 points
     and stay below 87.5%. 100 means it ignores its features (or scores ``task.fit``); values in [0, 1]
-    mean fractions where percent is the contract.
+    mean fractions where percent is the contract. A detection evaluator (``selection_metric`` in
+    :data:`BOX_METRICS`) is checked on :func:`box_task` instead (pass ``params`` that keep its training short).
 
     Args:
         registry: the registry.
@@ -370,8 +384,11 @@ def check_evaluator(registry: Registry, name: str, params: dict[str, Any] | None
     """
     cls = registry.get("evaluators", name)
     evaluator = cls(cls.Params.model_validate(params or {}))
-    task = colour_task(torch.device(device) if device is not None else default_device())
     hp = hparams if hparams is not None else {k: v[0] for k, v in cls.search_space.items()}
+    if cls.selection_metric in BOX_METRICS:
+        _check_box_evaluator(registry, name, evaluator, hp, torch.device(device) if device else default_device())
+        return
+    task = colour_task(torch.device(device) if device is not None else default_device())
     m1, m2 = evaluator.evaluate(task, hp), evaluator.evaluate(task, hp)
     assert isinstance(m1, dict) and all(isinstance(v, float | int) for v in m1.values()), (
         f"{name}: evaluate must return a dict of metric name -> float, got {m1!r}")
@@ -390,3 +407,61 @@ def check_evaluator(registry: Registry, name: str, params: dict[str, Any] | None
         f"{name}: top1 = {top1:g}, near or below chance ({chance:g}%), on features that separate the classes (about "
         f"{ceiling:g}% is possible): fit on task.features(task.fit) (or task.encoder) with task.fit.labels and "
         "score task.target")
+
+
+BOX_METRICS = ("ap", "ap50", "ap75")
+"""The metrics of a detection evaluator: COCO box AP over IoU 0.5:0.95, at 0.5 and at 0.75, in percent."""
+BOX_COLOURS = ((220, 30, 30), (30, 30, 220))
+"""The two classes of :func:`box_task`: red and blue squares."""
+
+
+def box_task(registry: Registry, device: torch.device | None = None, seed: int = 0) -> EvalTask:
+    """A detection task: 16 fit and 8 target 32 px images with one or two squares each, on :data:`TINY_BACKBONE`.
+
+    A square's class is its colour (red 0, blue 1); images carry their boxes in ``targets`` (xyxy pixels) and
+    the class of their first square as the label. ``task.features`` is unused (detectors run the encoder).
+    """
+    device = device or torch.device("cpu")
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(high: int) -> int:
+        return int(torch.randint(high, (1,), generator=g))
+
+    def images(n: int, key: str) -> ImageSet:
+        out = (96 + 24 * torch.rand(n, 3, 32, 32, generator=g)).to(torch.uint8)
+        targets = []
+        for i in range(n):
+            count, boxes, labels = 1 + i % 2, [], []
+            for k in range(count):  # one square anywhere, or one in each half of the image
+                side, c = 8 + draw(6), draw(2)
+                lo, width = (16 * k, 16) if count == 2 else (0, 32)
+                x, y = lo + draw(width - side + 1), draw(32 - side + 1)
+                out[i, :, y:y + side, x:x + side] = torch.tensor(BOX_COLOURS[c], dtype=torch.uint8)[:, None, None]
+                boxes.append([float(x), float(y), float(x + side), float(y + side)])
+                labels.append(c)
+            targets.append(BoxTargets(torch.tensor(boxes), torch.tensor(labels), torch.zeros(count, dtype=torch.bool)))
+        return ImageSet(out, torch.stack([t.labels[0] for t in targets]), ("red", "blue"), key, targets=tuple(targets))
+
+    fit, target = images(16, f"boxes:fit:{seed}"), images(8, f"boxes:target:{seed}")
+    cls = registry.get("backbones", TINY_BACKBONE)
+    torch.manual_seed(seed)
+    encoder = cls(cls.Params()).eval().to(device)
+    return EvalTask(encoder=encoder, fit=fit, target=target, num_classes=2,
+                    features=lambda s: torch.zeros(len(s), 1, device=device), device=device, seed=seed)
+
+
+def _check_box_evaluator(registry: Registry, name: str, evaluator: Any, hparams: dict[str, float],
+                         device: torch.device) -> None:
+    """The :func:`check_evaluator` of a detection evaluator, on :func:`box_task`."""
+    task = box_task(registry, device)
+    before = copy.deepcopy(task.encoder.state_dict())
+    m1, m2 = evaluator.evaluate(task, hparams), evaluator.evaluate(task, hparams)
+    assert isinstance(m1, dict) and all(isinstance(v, float | int) for v in m1.values()), (
+        f"{name}: evaluate must return a dict of metric name -> float, got {m1!r}")
+    assert m1 == m2, f"{name}: not deterministic under one seed ({m1} vs {m2}); seed every draw from task.seed"
+    assert set(BOX_METRICS) <= set(m1), f"{name}: metrics {sorted(m1)} lack {', '.join(BOX_METRICS)} (COCO box AP)"
+    assert all(math.isfinite(v) and 0 <= v <= 100 for v in m1.values()), (
+        f"{name}: metrics must be finite percentages in [0, 100]: {m1}")
+    after = task.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), (
+        f"{name}: task.encoder changed; later evaluations share it: train a copy (copy.deepcopy)")

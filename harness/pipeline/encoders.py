@@ -16,24 +16,31 @@ A finished job is saved as one unit (:func:`save_encoder`): ``encoder.pt``, ``pr
 marker ``done.json``; only the marker makes a job done, so a kill or a full disk part-way leaves a
 job that is simply redone. A sweep's ``selection.json`` is its marker, written after its ``job.json``.
 Before training, :mod:`~ssl_bench.harness.pipeline.budget` refuses a job that cannot fit in memory.
+
+While a job trains, its lines are appended to its ``log.txt`` and every few steps its metrics go to the
+``bench_step_logged`` hook (the built-in JSONL tracker writes them to ``metrics.jsonl``); without a
+progress bar the loop logs a progress line at most every ``BENCH_PROGRESS_EVERY`` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
-import sys
+import logging
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ssl_bench.harness.components import Backbone, EvalTask, instantiate_method
-from ssl_bench.harness.data import stratified_split
+from ssl_bench.harness.components import Backbone, EvalTask, Method, instantiate_method
+from ssl_bench.harness.data import ImageSet, balanced_subset, stratified_split
 from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.pipeline.budget import pretrain_memory_problem
 from ssl_bench.harness.pipeline.features import FeatureCache
-from ssl_bench.harness.pipeline.plan import PretrainJob
+from ssl_bench.harness.pipeline.logs import counted, job_log, logger, progress_every_s
+from ssl_bench.harness.pipeline.plan import PretrainJob, ResolvedDataset
 from ssl_bench.harness.pipeline.train import PretrainStats, pretrain
 from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write_text
 from ssl_bench.harness.record.layout import RunFolder
@@ -44,10 +51,11 @@ if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.runner import Run
 
 
-def log(message: str) -> None:
-    """Print a progress line to stderr; under torchrun only rank 0 speaks for all."""
+def log(message: str, level: int = logging.INFO) -> None:
+    """Log a line to the ``ssl_bench`` logger (stderr, the message alone, INFO and up unless ``-v``/``-q``);
+    under torchrun only rank 0 speaks for all."""
     if is_main():
-        print(message, file=sys.stderr, flush=True)
+        logger().log(level, message)
 
 
 def build_backbone(run: Run, job: PretrainJob) -> Backbone:
@@ -125,36 +133,18 @@ def save_encoder(folder: RunFolder, job: PretrainJob, backbone: nn.Module, stats
 def _train(run: Run, job: PretrainJob, folder_key: str, snapshots: list[PretrainJob],
            stop_at: int | None = None) -> PretrainStats:
     """Pretrain ``job`` in the artifacts folder of ``folder_key`` (resuming from its checkpoint), saving
-    ``snapshots`` on the way; with ``stop_at`` a replay that ends there and saves no final encoder."""
-    train = run.load_split(job.dataset, "train")
+    ``snapshots`` on the way; with ``stop_at`` a replay that ends there and saves no final encoder.
+    While it trains, what it logs is appended to that folder's ``log.txt`` (rank 0)."""
+    train = without_validation_rows(run, job, run.load_split(job.dataset, "train"))
     torch.manual_seed(job.seed)
     method_cls = run.registry.get("methods", job.method.name)
     method = instantiate_method(method_cls, job.method.params, build_backbone(run, job), num_classes=train.num_classes,
                                 num_samples=len(train))
-    workdir = run.folder.artifacts(folder_key)
     checkpoint = run.folder.checkpoint(folder_key)  # what pretrain() writes in its workdir
     stats = PretrainStats()
     if method_cls.trains and job.pretrain.epochs > 0:
-        problem = pretrain_memory_problem(train, job.pretrain.batch_size // world_size(), len(method.views), method,
-                                          run.device, f"{job.label} seed {job.seed}")
-        if agree(problem is not None):  # under torchrun every process stops on rank 0's verdict
-            raise BenchError(problem or f"{job.label} seed {job.seed}: does not fit in memory (see rank 0)")
-        pipelines = {view: run.registry.get("augmentations", r.name)(r.params) for view, r in job.views.items()}
-        resumed = checkpoint.exists()
-        log(f"{'resuming' if resumed else 'pretraining'} {job.label} seed {job.seed} "
-            f"({job.pretrain.epochs} epochs of {job.dataset.display} on {run.device})")
-        saves = {s.snapshot_step: functools.partial(save_encoder, run.folder, s, method.backbone, data_key=train.key)
-                 for s in snapshots}
-        meter = LoadMeter(threads=torch.get_num_threads()).start()
-        stats = pretrain(method, pipelines, train, job.pretrain, seed=job.seed, device=run.device,
-                         workdir=workdir, progress=run.progress, desc=f"{job.label} s{job.seed}",
-                         snapshots=saves, stop_at=stop_at)
-        load = meter.stop()
-        stats.threads, stats.load_others, stats.contended = load.threads, load.others, load.contended
-        if load.contended:
-            log(f"  timing contended: other processes kept {load.others:.1f} cores busy while it trained")
-        log(f"pretrained {job.label} seed {job.seed}: {stats.steps} steps, loss {stats.final_loss:.3f}, "
-            f"{stats.images_per_s:.0f} img/s, {stats.train_s:.0f} s")
+        with job_log(run.folder.text_log(folder_key)) if is_main() else contextlib.nullcontext():
+            stats = _pretrain_logged(run, job, method, train, folder_key, snapshots, stop_at)
     if is_main():
         if stop_at is None:
             save_encoder(run.folder, job, method.backbone, stats, data_key=train.key)
@@ -162,6 +152,70 @@ def _train(run: Run, job: PretrainJob, folder_key: str, snapshots: list[Pretrain
         checkpoint.unlink(missing_ok=True)
     barrier()
     return stats
+
+
+def _pretrain_logged(run: Run, job: PretrainJob, method: Method, train: ImageSet, folder_key: str,
+                     snapshots: list[PretrainJob], stop_at: int | None) -> PretrainStats:
+    """The training part of :func:`_train`: the memory check, the loop with its lines and step events."""
+    label = f"{job.label} seed {job.seed}"
+    problem = pretrain_memory_problem(train, job.pretrain.batch_size // world_size(), len(method.views), method,
+                                      run.device, label)
+    if agree(problem is not None):  # under torchrun every process stops on rank 0's verdict
+        raise BenchError(problem or f"{label}: does not fit in memory (see rank 0)")
+    pipelines = {view: run.registry.get("augmentations", r.name)(r.params) for view, r in job.views.items()}
+    workdir = run.folder.artifacts(folder_key)
+    resumed = run.folder.checkpoint(folder_key).exists()
+    log(f"{'resuming' if resumed else 'pretraining'} {label} "
+        f"({counted(job.pretrain.epochs, 'epoch')} of {job.dataset.display} on {run.device})")
+    log(f"  artifacts in {workdir}", logging.DEBUG)
+    saves = {s.snapshot_step: functools.partial(save_encoder, run.folder, s, method.backbone, data_key=train.key)
+             for s in snapshots}
+    desc = f"{job.label} s{job.seed}"
+
+    def on_step(step: int, metrics: dict[str, float]) -> None:
+        log(f"  {desc} step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), logging.DEBUG)
+        run.pm.hook.bench_step_logged(job=job, step=step, metrics=metrics, artifacts=workdir)
+
+    meter = LoadMeter(threads=torch.get_num_threads()).start()
+    stats = pretrain(method, pipelines, train, job.pretrain, seed=job.seed, device=run.device,
+                     workdir=workdir, progress=run.progress, desc=desc, snapshots=saves, stop_at=stop_at,
+                     on_step=on_step, progress_every_s=None if run.progress else progress_every_s())
+    load = meter.stop()
+    stats.threads, stats.load_others, stats.contended = load.threads, load.others, load.contended
+    if load.contended:
+        log(f"  timing contended: other processes kept {load.others:.1f} cores busy while it trained",
+            logging.WARNING)
+    log(f"pretrained {label}: {counted(stats.steps, 'step')}, loss {stats.final_loss:.3f}, "
+        f"{stats.images_per_s:.0f} img/s, {stats.train_s:.0f} s")
+    return stats
+
+
+def without_validation_rows(run: Run, job: PretrainJob, train: ImageSet) -> ImageSet:
+    """``train`` (the job's pretraining split) less the validation rows of ``job.holdout``, or ``train`` itself.
+
+    Only a method that reads labels has a holdout (:class:`~ssl_bench.harness.pipeline.plan.Holdout`): for each
+    split an evaluation sweeps on, the rows its sweep validates on are carved exactly as
+    :func:`~ssl_bench.harness.pipeline.sweep.sweep_and_test` carves them (``stratified_split`` of that split's
+    labels, the holdout's ``val_fraction``, the job's seed) and matched to this split by their position in
+    the full split, so a different ``train_size`` on either side still lines up. No random draw is made.
+    """
+    if job.holdout is None:
+        return train
+    held = [_full_positions(run, ds)[stratified_split(run.load_split(ds, "train").labels, job.holdout.val_fraction,
+                                                      job.seed)[1]] for ds in job.holdout.splits]
+    keep = (~torch.isin(_full_positions(run, job.dataset), torch.cat(held))).nonzero().flatten()
+    return train.subset(keep, key=f"{train.key}|without{len(train) - len(keep)}val")
+
+
+def _full_positions(run: Run, ds: ResolvedDataset) -> torch.Tensor:
+    """Positions in the full training split of the rows ``run.load_split(ds, "train")`` holds, int64 (N,):
+    its class-balanced subset when ``train_size`` takes one (drawn as ``Run.load_split`` draws it)."""
+    if ds.train_size is None:
+        return torch.arange(len(run.load_split(ds, "train")))
+    full = run.load_split(dataclasses.replace(ds, train_size=None), "train")
+    if ds.train_size >= len(full):
+        return torch.arange(len(full))
+    return balanced_subset(full.labels, ds.train_size, seed=0)
 
 
 def ensure_selected(run: Run, job: PretrainJob) -> PretrainStats:

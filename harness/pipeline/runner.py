@@ -9,6 +9,7 @@ A :class:`Run` holds one ``bench run``'s context; :func:`execute` is the job loo
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections import Counter
@@ -26,7 +27,8 @@ from ssl_bench.harness.data import ImageSet, balanced_subset, check_labelled
 from ssl_bench.harness.errors import BenchError, DiskFullError
 from ssl_bench.harness.pipeline.encoders import ensure_pretrained, load_encoder, log, winner_of
 from ssl_bench.harness.pipeline.features import FeatureCache
-from ssl_bench.harness.pipeline.plan import EvalJob, Plan, PretrainJob, ResolvedDataset
+from ssl_bench.harness.pipeline.logs import plan_clock
+from ssl_bench.harness.pipeline.plan import EvalJob, Plan, PretrainJob, ResolvedDataset, evaluator_titles
 from ssl_bench.harness.pipeline.specs import BenchmarkSpec
 from ssl_bench.harness.pipeline.sweep import sweep_and_test
 from ssl_bench.harness.pipeline.train import PretrainStats
@@ -94,6 +96,8 @@ def execute(run: Run) -> int:
     run.pm.hook.bench_run_started(run=run)
     total = len(run.plan.eval_jobs)
     done = 0
+    started = time.perf_counter()
+    titles = evaluator_titles(run.plan.eval_jobs)  # finetune(label_fraction=0.01) beside finetune(label_fraction=0.1)
     for pjob in run.plan.pretrain_jobs:
         evals = run.plan.evals_of(pjob)
         todo = [e for e in evals if not run.folder.has_result(e.key)]
@@ -129,8 +133,9 @@ def execute(run: Run) -> int:
                 rows = evaluate(run, e, source, encoder, features, stats)
                 write_rows(run.folder.result(e.key), rows)
                 summary = ", ".join(f"{r['metric']} {r['value']:.2f}" for r in rows)
-                log(f"[{done}/{total}] {e.pretrain.label} seed {e.pretrain.seed} | {e.evaluator.name} on "
-                    f"{e.dataset.display}: {summary} ({time.perf_counter() - t0:.1f} s)")
+                log(f"[{done}/{total}] {e.pretrain.label} seed {e.pretrain.seed} | {titles[e.key]} on "
+                    f"{e.dataset.display}: {summary} ({time.perf_counter() - t0:.1f} s)"
+                    f"{plan_clock(started, done - run.tally['cached'], total - done)}")
                 run.tally["done"] += 1
                 run.pm.hook.bench_job_finished(job=e, result={"status": "ok", "rows": rows})
             except Exception as exc:
@@ -178,7 +183,7 @@ def _fail(run: Run, job: PretrainJob | EvalJob, exc: BaseException) -> None:
         except Exception as log_exc:
             reason += f" (its log could not be written to {path}: {type(log_exc).__name__}: {log_exc})"
         try:
-            log(f"FAILED {job.describe()}: {reason}")
+            log(f"FAILED {job.describe()}: {reason}", logging.ERROR)
         except Exception:  # stderr gone (a closed pipe): nothing left to tell
             pass
     run.failed.append(job.key)
@@ -186,7 +191,8 @@ def _fail(run: Run, job: PretrainJob | EvalJob, exc: BaseException) -> None:
         run.pm.hook.bench_job_finished(job=job, result={"status": "failed", "error": reason})
     except Exception as hook_exc:
         try:
-            log(f"  a plugin's bench_job_finished hook failed on it: {type(hook_exc).__name__}: {hook_exc}")
+            log(f"  a plugin's bench_job_finished hook failed on it: {type(hook_exc).__name__}: {hook_exc}",
+                logging.WARNING)
         except Exception:
             pass
 

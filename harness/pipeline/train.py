@@ -8,6 +8,12 @@ Every ``checkpoint_every_steps`` the whole state (model, optimizer, schedule, st
 written atomically to ``last.pt``; a rerun resumes from it. Batch order and augmentation depend only
 on (seed, epoch) and (seed, step), so a resumed run sees the same data.
 
+A method's loss is a scalar Tensor or a :class:`~ssl_bench.harness.components.LossTerms` (the total it
+back-propagates plus named terms). Every ``BENCH_LOG_EVERY`` steps and at the last one, ``on_step`` gets
+the step's loss, terms, learning rate, images/s and epoch (one host sync per call; see
+:mod:`~ssl_bench.harness.pipeline.progress`); without a progress bar, one progress line at most every
+``BENCH_PROGRESS_EVERY`` seconds goes to the ``ssl_bench`` logger.
+
 Under torchrun (several processes, see :mod:`ssl_bench.harness.scale.launch`) the method is wrapped in
 DistributedDataParallel: every process steps through the same global batch order, takes its
 contiguous ``batch_size / world_size`` rows of each global batch (so a method that gathers
@@ -33,11 +39,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ssl_bench.harness.components import Augmentation, Batch, Method
+from ssl_bench.harness.components import Augmentation, Batch, Method, loss_parts
 from ssl_bench.harness.data import ImageSet, normalize, to_float
 from ssl_bench.harness.errors import BenchError, UsageError
 from ssl_bench.harness.pipeline.checkpoint import read_resumable
+from ssl_bench.harness.pipeline.logs import counted, log_every_steps
 from ssl_bench.harness.pipeline.optim import build_optimizer, build_schedule
+from ssl_bench.harness.pipeline.progress import OnStep, StepReporter
 from ssl_bench.harness.pipeline.specs import PretrainSpec
 from ssl_bench.harness.record.atomic import atomic_torch_save
 from ssl_bench.harness.scale.distributed import is_main, mean_over_processes, rank, world_size
@@ -126,14 +134,22 @@ def sync_batchnorm_requested() -> bool:
 
 
 class _Loss(nn.Module):
-    """A method's loss as a forward pass, so DistributedDataParallel can hook its gradients."""
+    """A method's loss as a forward pass, so DistributedDataParallel can hook its gradients.
+
+    The forward pass returns the total alone (what DDP traces); the named terms of a
+    :class:`~ssl_bench.harness.components.LossTerms` are kept, detached, in ``terms``.
+    """
 
     def __init__(self, method: Method) -> None:
         super().__init__()
         self.method = method
+        self.terms: Mapping[str, Tensor] = {}
 
     def forward(self, batch: Batch) -> Tensor:
-        return self.method.loss(batch)
+        total, terms = loss_parts(self.method.loss(batch))
+        self.terms = {name: t.detach() if isinstance(t, Tensor) else t for name, t in terms.items()}
+        total_tensor: Tensor = total  # a scalar Tensor, or what the loop then refuses
+        return total_tensor
 
 
 def distributed_loss(method: Method, device: torch.device, *, sync_batchnorm: bool = False) -> nn.Module:
@@ -164,6 +180,8 @@ def pretrain(
     desc: str = "pretrain",
     snapshots: Mapping[int, Callable[[PretrainStats], None]] | None = None,
     stop_at: int | None = None,
+    on_step: OnStep | None = None,
+    progress_every_s: float | None = None,
 ) -> PretrainStats:
     """Train ``method`` on ``data`` for ``spec.epochs`` epochs, resuming from ``workdir/last.pt``.
 
@@ -180,6 +198,11 @@ def pretrain(
         snapshots: step -> callback, called (on rank 0) with the stats right after that optimizer step,
             while the model holds that step's weights.
         stop_at: end after this step (the schedule stays the full run's); None: run to the end.
+        on_step: ``on_step(step, metrics)``, called on rank 0 every ``BENCH_LOG_EVERY`` steps (default 10)
+            and at the last step, after the optimizer step; ``metrics``: ``loss``, ``loss/<name>`` per
+            named term, ``lr``, ``images_per_s``, ``epoch`` (see the ``bench_step_logged`` hook).
+        progress_every_s: without a bar (``progress`` False), log one progress line on rank 0 at most
+            this often (seconds); None: no lines.
     """
     n = len(data)
     batch_size = min(spec.batch_size, n)
@@ -202,8 +225,8 @@ def pretrain(
     snapshots = snapshots or {}
     beyond = sorted(s for s in snapshots if s > total)
     if beyond:
-        raise UsageError(f"{desc}: pretrain.snapshot_steps {beyond} lie beyond the run's {total} steps "
-                         f"({spec.epochs} epochs of {steps_per_epoch})")
+        raise UsageError(f"{desc}: pretrain.snapshot_steps {beyond} lie beyond the run's {counted(total, 'step')} "
+                         f"({counted(spec.epochs, 'epoch')} of {steps_per_epoch})")
     end = total if stop_at is None else min(stop_at, total)
     stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     step_losses: list[Tensor] = []
@@ -223,6 +246,10 @@ def pretrain(
     bar = tqdm(total=total, initial=stats.steps, desc=desc, unit="step", disable=not progress,
                leave=False, mininterval=0.5, dynamic_ncols=True)
     order = None
+    main = is_main()
+    reporter = StepReporter(desc=desc, end=end, steps_per_epoch=steps_per_epoch, epochs=spec.epochs,
+                            batch_size=batch_size, on_step=on_step if main else None, every_steps=log_every_steps(),
+                            line_every_s=progress_every_s if main and not progress else None)
     t0, steps_this_session = time.perf_counter(), 0
     each_step, unchecked = _checks_each_step(device, world), 0
     for step in range(stats.steps, end):
@@ -238,10 +265,8 @@ def pretrain(
         if cuda:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with autocast:
-            loss = loss_of(Batch(views=views, labels=labels[idx], indices=idx))
-        if not isinstance(loss, Tensor) or loss.ndim != 0:
-            got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
-            raise BenchError(f"{desc}: {method.name}.loss must return a scalar Tensor (with a gradient), got {got}")
+            out = loss_of(Batch(views=views, labels=labels[idx], indices=idx))
+        loss, terms = _checked_parts(out, loss_of.module.terms if world > 1 else None, method.name, desc)
         step_losses.append(loss.detach().float())
         unchecked += 1
         if each_step:  # before the update: a non-finite loss never reaches the weights
@@ -249,6 +274,7 @@ def pretrain(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # this step's (a Python float, no sync)
         schedule.step()
         method.on_step_end(step + 1, total)
         steps_this_session += 1
@@ -264,8 +290,9 @@ def pretrain(
             if step % 10 == 0:
                 elapsed = time.perf_counter() - t0
                 rate = steps_this_session * batch_size / max(elapsed, 1e-9)
-                bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{rate:.0f}", refresh=False)
+                bar.set_postfix(loss=f"{float(step_losses[-1]):.3f}", img_s=f"{rate:.0f}", refresh=False)
             bar.update(1)
+        reporter.step_done(stats.steps, step_losses[-1], terms, lr)
         if stats.steps in snapshots and is_main():
             snapshots[stats.steps](_timed_copy(stats, t0, steps_this_session))
         if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < end and is_main():
@@ -275,6 +302,25 @@ def pretrain(
         torch.cuda.synchronize()
     _account_time(stats, t0, steps_this_session)
     return stats
+
+
+def _checked_parts(out: object, ddp_terms: Mapping[str, Tensor] | None, name: str,
+                   desc: str) -> tuple[Tensor, Mapping[str, Tensor]]:
+    """The scalar loss and the named terms of what ``name``'s loss returned (``ddp_terms``: what the DDP
+    wrapper kept of them, its output being the total alone).
+
+    Raises:
+        BenchError: the total is not a scalar Tensor, or a term is not a scalar Tensor.
+    """
+    total, terms = loss_parts(out) if ddp_terms is None else (out, ddp_terms)
+    if not isinstance(total, Tensor) or total.ndim != 0:
+        got = f"a tensor of shape {tuple(total.shape)}" if isinstance(total, Tensor) else type(total).__name__
+        raise BenchError(f"{desc}: {name}.loss must return a scalar Tensor (with a gradient) or LossTerms, got {got}")
+    for term, value in terms.items():
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            raise BenchError(f"{desc}: {name}.loss: LossTerms term '{term}' must be a scalar Tensor, got {got}")
+    return total, terms
 
 
 def _checks_each_step(device: torch.device, world: int) -> bool:

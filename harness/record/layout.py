@@ -9,6 +9,9 @@ Layout of an output folder (``bench run --out <out>``)::
     <out>/artifacts/<select key>/selection.json    a pretraining sweep's scores and winner (written last)
     <out>/artifacts/<pretrain key>/last.pt         resumable state of an unfinished pretraining
     <out>/artifacts/<pretrain key>/features/       cached features per dataset split
+    <out>/artifacts/<pretrain key>/metrics.jsonl   one JSON object per logged training step (appended)
+    <out>/artifacts/<pretrain key>/log.txt         the job's progress lines, with their times (appended)
+    <out>/artifacts/<pretrain key>/tensorboard/    TensorBoard event files (only with BENCH_TENSORBOARD=1)
     <out>/results/<eval key>.parquet               result rows of a finished evaluation
     <out>/evaluations/<eval key>/                  files an evaluator writes (gallery PNG)
     <out>/logs/<key>.log                           traceback of a failed job
@@ -43,6 +46,9 @@ class RunFolder:
     SELECTION = "selection.json"
     CHECKPOINT = "last.pt"
     FEATURES = "features"
+    METRICS = "metrics.jsonl"
+    TEXT_LOG = "log.txt"
+    TENSORBOARD = "tensorboard"
 
     def __init__(self, out_dir: Path | str) -> None:
         self.root = Path(out_dir)
@@ -105,6 +111,18 @@ class RunFolder:
     def features(self, pretrain_key: str) -> Path:
         """The folder of an encoder's cached features, one file per dataset split."""
         return self.artifacts(pretrain_key) / self.FEATURES
+
+    def metrics_log(self, pretrain_key: str) -> Path:
+        """One JSON object per logged training step (step, epoch, loss, terms, lr, images_per_s, time)."""
+        return self.artifacts(pretrain_key) / self.METRICS
+
+    def text_log(self, pretrain_key: str) -> Path:
+        """The job's human-readable lines (what it printed while it trained), each with its time."""
+        return self.artifacts(pretrain_key) / self.TEXT_LOG
+
+    def tensorboard(self, pretrain_key: str) -> Path:
+        """The folder of the job's TensorBoard event files (written only when that tracker is on)."""
+        return self.artifacts(pretrain_key) / self.TENSORBOARD
 
     @property
     def evaluations_dir(self) -> Path:

@@ -9,7 +9,9 @@ network: a copy of backbone -> projector that moves only by exponential moving a
 optimizer step, with the decay rate on [0]'s cosine schedule
 ``tau = 1 - (1 - tau_base) * (cos(pi * k / K) + 1) / 2`` (k = step, K = total steps). The loss is
 [0]'s symmetrised regression ``2 - 2 cos(p, z')``: view 1's prediction against view 2's target
-projection plus the swapped pair, each averaged over the batch (eq. 2 and 3).
+projection plus the swapped pair, each averaged over the batch (eq. 2 and 3). The two directions are
+returned beside their sum as named terms (a :class:`~ssl_bench.harness.LossTerms`, logged as
+``loss/v1_to_v2`` and ``loss/v2_to_v1``).
 
 Defaults and why (paper values scaled to CIFAR-size runs):
     Projector hidden 512 and output 128, predictor hidden 512 ([0]: 4096 and 256 on a 2048-d
@@ -36,7 +38,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, hookimpl
+from ssl_bench.harness import Backbone, Batch, LossTerms, Method, MethodParams, Register, hookimpl
 from ssl_bench.harness.kit.heads import mlp_head
 from ssl_bench.harness.kit.momentum import cosine_tau, ema_update, frozen_copy
 
@@ -94,13 +96,16 @@ class BYOL(Method):
         self.predictor = mlp_head(params.proj_dim, params.pred_hidden_dim, params.proj_dim)
         self.target = frozen_copy(nn.Sequential(backbone, self.projector))
 
-    def loss(self, batch: Batch) -> Tensor:
-        """Symmetrised regression of each view's prediction onto the other view's target projection."""
+    def loss(self, batch: Batch) -> LossTerms:
+        """Symmetrised regression of each view's prediction onto the other view's target projection
+        (:func:`byol_loss`), with its two directions as terms: ``v1_to_v2`` (view 1 predicts view 2's
+        target) and ``v2_to_v1``."""
         x1, x2 = batch.views
         p1, p2 = (self.predictor(self.projector(self.backbone(x))) for x in (x1, x2))
         with torch.no_grad():
             z1, z2 = self.target(x1), self.target(x2)
-        return byol_loss(p1, p2, z1, z2)
+        forward, backward = regression_loss(p1, z2), regression_loss(p2, z1)  # byol_loss's two terms, in its order
+        return LossTerms(forward + backward, {"v1_to_v2": forward, "v2_to_v1": backward})
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Move the target towards the online backbone and projector with the scheduled tau."""

@@ -12,8 +12,9 @@ Both views go through one backbone and a 3-layer expander (Linear-BN-ReLU twice,
 - covariance ``c``: the squared off-diagonal entries of each view's covariance matrix (eq. 3-4), summed,
   divided by D, summed over the two views.
 
-The terms are exposed, unweighted, by :meth:`VICReg.loss_terms`, and after every :meth:`VICReg.loss` as
-``last_terms`` (detached), so a tracker can log them.
+The terms are exposed, unweighted, by :meth:`VICReg.loss_terms`; :meth:`VICReg.loss` returns them beside
+the weighted total (a :class:`~ssl_bench.harness.LossTerms`, logged as ``loss/invariance``, ``loss/variance``,
+``loss/covariance``) and keeps them, detached, as ``last_terms``.
 
 Defaults and why:
     Coefficients 25 / 25 / 1, gamma 1, eps 1e-4, as [0]. Expander 512-512-512 ([0]: 8192 x 3 on a 2048-d
@@ -41,7 +42,7 @@ from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
 
-from ssl_bench.harness import Backbone, Batch, Method, MethodParams, Register, gather, hookimpl
+from ssl_bench.harness import Backbone, Batch, LossTerms, Method, MethodParams, Register, gather, hookimpl
 from ssl_bench.harness.kit.mlp import mlp
 
 
@@ -116,13 +117,15 @@ class VICReg(Method):
         z1, z2 = (self.projector(self.backbone(v)) for v in batch.views)
         return vicreg_terms(gather(z1), gather(z2), self.params.gamma, self.params.eps)
 
-    def loss(self, batch: Batch) -> Tensor:
-        """``25 s + 25 v + 1 c`` of the two views (each (B, C, H, W)); sets ``last_terms``."""
+    def loss(self, batch: Batch) -> LossTerms:
+        """``25 s + 25 v + 1 c`` of the two views (each (B, C, H, W)), with the unweighted s, v, c as its terms;
+        sets ``last_terms``."""
         terms = self.loss_terms(batch)
         self.last_terms = {k: t.detach() for k, t in terms.items()}
         p = self.params
-        return (p.invariance_weight * terms["invariance"] + p.variance_weight * terms["variance"]
-                + p.covariance_weight * terms["covariance"])
+        total = (p.invariance_weight * terms["invariance"] + p.variance_weight * terms["variance"]
+                 + p.covariance_weight * terms["covariance"])
+        return LossTerms(total, terms)
 
 
 @hookimpl

@@ -98,7 +98,8 @@ def test_runner_dry_run_and_pretrained_agree_on_every_path(tmp_path: Path, monke
     for job_dir in folder.artifacts_dir.iterdir():
         key = job_dir.name
         assert set(job_dir.iterdir()) <= {folder.encoder(key), folder.stats(key), folder.selection(key),
-                                          folder.features(key), folder.job_spec(key), folder.done(key)}
+                                          folder.features(key), folder.job_spec(key), folder.done(key),
+                                          folder.metrics_log(key), folder.text_log(key)}
 
     # the dry run reads the same files
     capsys.readouterr()

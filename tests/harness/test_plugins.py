@@ -31,8 +31,8 @@ def test_harness_never_imports_plugins():
 def test_every_default_plugin_registers_something():
     pm = make_plugin_manager(load_entrypoints=False)
     report = {r["name"]: r for r in plugin_report(pm, collect(pm))}
-    for name in DEFAULT_PLUGINS:
-        assert report[name]["provides"], f"{name} registers nothing"
+    for name in DEFAULT_PLUGINS:  # a tracker registers no component: it listens to the events
+        assert report[name]["provides"] or report[name]["hooks"], f"{name} registers nothing and listens to nothing"
         assert report[name]["distribution"] == "ssl-bench"
 
 
