@@ -12,12 +12,14 @@ import copy
 import difflib
 import itertools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ssl_bench.harness.errors import SpecError, UnknownComponentError
+from ssl_bench.harness.pipeline.overrides import Override, apply_overrides, blame, parse_override
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +28,10 @@ else:  # pragma: no cover
 
 if TYPE_CHECKING:
     from ssl_bench.harness.plugins import Registry
+
+
+SCORED_SPLIT = "test"
+"""The split evaluations report (the runner scores it); no ``train_split`` may name it."""
 
 
 class Spec(BaseModel):
@@ -51,7 +57,8 @@ class DatasetRef(ComponentRef):
     test_size: Annotated[int, Field(gt=0)] | None = None
     """Class-balanced subset of the test split; None = all."""
     train_split: str = "train"
-    """The split that serves as training data (``"unlabeled"``: STL-10's 100k images for pretraining)."""
+    """The split that serves as training data (``"unlabeled"``: STL-10's 100k images for pretraining); never
+    ``"test"``, the split every evaluation scores (see :func:`check_training_splits`)."""
 
 
 class OptimizerSpec(Spec):
@@ -267,20 +274,25 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(str(path), "", f"not valid TOML: {exc}") from None
 
 
-def load_benchmark(path: str | Path, profile: str | None = None, registry: Registry | None = None) -> BenchmarkSpec:
-    """Read a benchmark file, apply a profile, validate it (and, given a registry, every plugin's params).
+def load_benchmark(path: str | Path, profile: str | None = None, registry: Registry | None = None,
+                   overrides: Sequence[str | Override] = ()) -> BenchmarkSpec:
+    """Read a benchmark file, apply a profile, then ``overrides`` (``--set KEY=VALUE``, see
+    :mod:`~ssl_bench.harness.pipeline.overrides`), validate it (and, given a registry, every plugin's params).
 
     Raises:
         SpecError: the file or the profile is wrong; under a profile the key is cited as ``profiles.NAME: key``.
+        UsageError: an override is malformed, names a missing list entry, or sets a value validation refuses
+            (the message starts ``--set KEY=VALUE:``).
     """
     path = Path(path)
     raw = read_toml(path)
     if profile is None:
-        return validate_benchmark(raw, path.name, registry)
-    return validate_profile(raw, profile, path.name, registry)
+        return validate_benchmark(raw, path.name, registry, overrides)
+    return validate_profile(raw, profile, path.name, registry, overrides)
 
 
-def load_profiles(path: str | Path, registry: Registry | None = None) -> dict[str | None, BenchmarkSpec]:
+def load_profiles(path: str | Path, registry: Registry | None = None,
+                  overrides: Sequence[str | Override] = ()) -> dict[str | None, BenchmarkSpec]:
     """The file's base spec (key None) and every ``[profiles.NAME]`` applied to it, each validated.
 
     What ``bench validate FILE`` checks: a profile that only ``--profile NAME`` would have tripped over
@@ -291,25 +303,54 @@ def load_profiles(path: str | Path, registry: Registry | None = None) -> dict[st
     """
     path = Path(path)
     raw = read_toml(path)
-    specs: dict[str | None, BenchmarkSpec] = {None: validate_benchmark(raw, path.name, registry)}
+    specs: dict[str | None, BenchmarkSpec] = {None: validate_benchmark(raw, path.name, registry, overrides)}
     for name in specs[None].profiles:
-        specs[name] = validate_profile(raw, name, path.name, registry)
+        specs[name] = validate_profile(raw, name, path.name, registry, overrides)
     return specs
 
 
-def validate_benchmark(raw: dict[str, Any], source: str, registry: Registry | None = None) -> BenchmarkSpec:
-    """Validate a parsed benchmark file (and, given a registry, every component's name and params)."""
+def validate_benchmark(raw: dict[str, Any], source: str, registry: Registry | None = None,
+                       overrides: Sequence[str | Override] = ()) -> BenchmarkSpec:
+    """Validate a parsed benchmark file (and, given a registry, every component's name and params), with
+    ``overrides`` applied first; an error on an override's key is reported as that override's."""
+    sets = [parse_override(o) if isinstance(o, str) else o for o in overrides]
     try:
-        spec = BenchmarkSpec.model_validate(raw)
-    except ValidationError as err:
-        raise_validation(source, err)
-    if registry is not None:
-        validate_components(spec, registry, source)
+        try:
+            spec = BenchmarkSpec.model_validate(apply_overrides(raw, sets) if sets else raw)
+        except ValidationError as err:
+            raise_validation(source, err)
+        check_training_splits(spec, source)
+        if registry is not None:
+            validate_components(spec, registry, source)
+    except SpecError as exc:
+        raise blame(exc, sets) from None
     return spec
 
 
+def check_training_splits(spec: BenchmarkSpec, source: str) -> None:
+    """Refuse a ``train_split`` that names :data:`SCORED_SPLIT`: pretraining or fitting a probe on the split
+    every evaluation reports would score data the encoder or the probe learnt from.
+
+    Raises:
+        SpecError: naming the first such key (``pretrain.dataset.train_split``, a method's
+            ``pretrain.dataset.train_split`` override, or ``evaluations[j].datasets[k].train_split``).
+    """
+    found: list[tuple[str, Any]] = [("pretrain.dataset", spec.pretrain.dataset.train_split)]
+    for i, method in enumerate(spec.methods):
+        dataset = method.pretrain.get("dataset")
+        if isinstance(dataset, dict):
+            found.append((f"methods[{i}].pretrain.dataset", dataset.get("train_split")))
+    for j, evaluation in enumerate(spec.evaluations):
+        found += [(f"evaluations[{j}].datasets[{k}]", ds.train_split)
+                  for k, ds in enumerate(evaluation.datasets) if isinstance(ds, DatasetRef)]
+    for loc, split in found:
+        if split == SCORED_SPLIT:
+            raise SpecError(source, f"{loc}.train_split", f"'{SCORED_SPLIT}' is the split every evaluation scores; "
+                            "train on another split (e.g. 'train')")
+
+
 def validate_profile(raw: dict[str, Any], profile: str, source: str,
-                     registry: Registry | None = None) -> BenchmarkSpec:
+                     registry: Registry | None = None, overrides: Sequence[str | Override] = ()) -> BenchmarkSpec:
     """``raw`` with ``[profiles.<profile>]`` deep-merged in, validated; errors cite ``profiles.<profile>``."""
     profiles = raw.get("profiles", {})
     if not isinstance(profiles, dict):
@@ -321,7 +362,7 @@ def validate_profile(raw: dict[str, Any], profile: str, source: str,
     if not isinstance(profiles[profile], dict):
         raise SpecError(source, where, f"expected a table of overrides (got {profiles[profile]!r})")
     try:
-        return validate_benchmark(deep_merge(raw, profiles[profile]), source, registry)
+        return validate_benchmark(deep_merge(raw, profiles[profile]), source, registry, overrides)
     except SpecError as exc:
         message = str(exc).removeprefix(f"{source}: ").replace(f"\n  {source}: ", f"\n  {source}: {where}: ")
         raise SpecError(source, where, message) from None

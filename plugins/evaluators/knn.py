@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Annotated, ClassVar
 
@@ -31,6 +32,15 @@ def knn_scores(
     neighbour adds ``exp(s / temperature)`` to the score of its class. Similarities are computed
     ``chunk_size`` target rows at a time, so memory is O(chunk_size * N_fit).
 
+    Computed stably: where ``exp(s / temperature)`` of a row's nearest neighbour would leave float32
+    (the sum of ``k`` such weights could overflow, or every weight underflow to 0: with similarities
+    near 1, a temperature below about 0.012), the row's weights are ``exp((s - s_max) / temperature)``
+    instead, ``s_max`` its largest similarity. That scales the row's votes by one positive factor, so
+    its argmax, its ranking of the classes and its vote shares are unchanged, and its largest vote is
+    at least 1. Rows whose weights fit are computed as ``exp(s / temperature)`` exactly: the shift is
+    exact in real arithmetic but not in float32, and the AUC of vote shares near 1 is sensitive to that
+    rounding, so results at ordinary temperatures stay as they were.
+
     Args:
         fit_features: features of the labelled neighbours. Shape: (N_fit, D).
         fit_labels: their classes, int64. Shape: (N_fit,).
@@ -41,7 +51,7 @@ def knn_scores(
         chunk_size: target rows per similarity block.
 
     Returns:
-        Vote scores, float32. Shape: (N_target, C).
+        Vote scores, float32, each row's up to one positive factor. Shape: (N_target, C).
     """
     if k < 1 or temperature <= 0:
         raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
@@ -49,11 +59,15 @@ def knn_scores(
     target = F.normalize(target_features.float(), dim=1)
     labels = fit_labels.to(fit.device).long()
     k = min(k, fit.shape[0])
+    limit = math.log(torch.finfo(torch.float32).max / k)  # k weights of at most exp(limit) sum to a float32
     out = []
     for rows in target.split(chunk_size):
-        sims, idx = (rows @ fit.T).topk(k, dim=1)  # (B, k)
+        sims, idx = (rows @ fit.T).topk(k, dim=1)  # (B, k), sorted: sims[:, :1] is each row's maximum
+        logits = sims / temperature
+        outside = (sims[:, :1] / temperature).abs() > limit  # (B, 1): exp would overflow or underflow
+        weights = torch.where(outside, (sims - sims[:, :1]) / temperature, logits).exp()
         votes = torch.zeros(rows.shape[0], num_classes, device=fit.device, dtype=torch.float32)
-        votes.scatter_add_(1, labels[idx], (sims / temperature).exp())
+        votes.scatter_add_(1, labels[idx], weights)
         out.append(votes)
     if not out:
         return torch.zeros(0, num_classes, device=fit.device)
@@ -71,7 +85,9 @@ class KNN(Evaluator):
     Nothing is trained, so by default nothing is swept (``search_space`` is empty). A benchmark may
     still sweep ``k`` and/or ``temperature`` through its ``sweep`` table: values in ``hparams``
     override ``Params`` (``k`` is rounded to an int and capped at the number of fit rows).
-    Deviations: none; ties between equal similarities are broken by ``torch.topk``.
+    Deviations: none; ties between equal similarities are broken by ``torch.topk``. Votes are computed
+    stably at any temperature (see :func:`knn_scores`: a row's votes may be scaled by one positive
+    factor, which changes no argmax and no vote share).
     """
 
     name = "knn"

@@ -3,6 +3,11 @@
 The upper reference of every table in the studies (the transfer study: "supervised" rows; the survey's
 "supervised" baselines). It sees the same images, budget and optimizer as the SSL methods, with the
 standard crop-and-flip augmentation, and only its backbone is evaluated downstream.
+
+It reads labels (``uses_labels``), so it trains on the pretraining split less the validation rows that
+its evaluations (and a pretraining sweep) choose hyper-parameters on: where an evaluation sweeps on the
+pretraining dataset, the labels of those rows would otherwise have shaped the encoder its probe is
+chosen for. The SSL methods read no labels and train on every row.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class Supervised(Method):
     """Cross-entropy on the pretraining dataset's labels through a linear classifier."""
 
     name = "supervised"
+    uses_labels = True
 
     class Params(MethodParams):
         views: tuple[str] = ("crop_flip",)

@@ -81,10 +81,10 @@ def test_an_axis_point_equal_to_the_plain_setting_shares_its_key(write_toml, reg
 def test_train_split_enters_the_key_and_the_display_only_when_set(write_toml, registry):
     plain = plan_of(write_toml, registry, TINY)
     text = TINY.replace("params = { n_train = 128, n_test = 64 } }",
-                        'params = { n_train = 128, n_test = 64 }, train_split = "test" }')
+                        'params = { n_train = 128, n_test = 64 }, train_split = "extra" }')
     other = plan_of(write_toml, registry, text)
     job = [j for j in other.pretrain_jobs if j.method.name == "simclr"][0]
-    assert job.dataset.display == "shapes/test" and job.key not in keys(plain)[0]
+    assert job.dataset.display == "shapes/extra" and job.key not in keys(plain)[0]
     explicit = TINY.replace("params = { n_train = 128, n_test = 64 } }",
                             'params = { n_train = 128, n_test = 64 }, train_split = "train" }')
     assert keys(plan_of(write_toml, registry, explicit)) == keys(plain)
