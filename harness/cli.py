@@ -1,22 +1,26 @@
 """``bench``: a thin command line over the harness.
 
     bench run FILE [--profile NAME] [--out DIR] [--data-root DIR] [--device auto|cpu|cuda] [--dry-run]
-                   [--shard I/N] [--nproc N] [--sync-bn]
+                   [--shard I/N] [--nproc N] [--sync-bn] [--set KEY=VALUE]... [--max-hours H] [--yes]
     bench worker FILE [--storage URL|PATH] [--out DIR] [--profile NAME] [--heartbeat S] [--stale-after S]
-    bench validate FILE [--profile NAME]
+                      [--set KEY=VALUE]...
+    bench validate FILE [--profile NAME] [--set KEY=VALUE]...
+    bench export ARTIFACT [--format safetensors|torchvision|timm] [-o FILE]
     bench list [methods|datasets|augmentations|backbones|evaluators]
     bench plugins
     bench schema
     bench leaderboard RESULTS_DIR... [--output FILE]
 
 Exit codes: 0 success; 1 a job failed (the others still ran), the disk is full, or an internal error (its
-traceback in a log file the one line names); 2 a bad benchmark file or command line; 130 interrupted; 141
+traceback in a log file the one line names); 2 a bad benchmark file or command line, data the plan needs that
+is missing, or an estimate over ``--max-hours`` refused (the preflight, before any job); 130 interrupted; 141
 stdout closed early (``bench list | head -1``). Whatever goes wrong, stderr gets one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -30,21 +34,52 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pluggy
 
-from ssl_bench.harness.components import COMPONENT_KINDS, DataContext
 from ssl_bench.harness.errors import BenchError, DiskFullError, UsageError
-from ssl_bench.harness.pipeline.plan import Plan, make_plan
-from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
+from ssl_bench.harness.pipeline.logs import counted
 from ssl_bench.harness.pipeline.specs import BenchmarkSpec, load_benchmark, load_profiles
-from ssl_bench.harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
 from ssl_bench.harness.record.layout import RunFolder
-from ssl_bench.harness.record.leaderboard import publish
-from ssl_bench.harness.record.results import read_rows
-from ssl_bench.harness.scale.distributed import is_main
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when a command runs (_import_lazily): parsing a command line needs no torch
     import torch
 
+    from ssl_bench.harness.components import COMPONENT_KINDS, DataContext
+    from ssl_bench.harness.pipeline.plan import Plan, make_plan
     from ssl_bench.harness.pipeline.runner import Run
+    from ssl_bench.harness.pipeline.shard import parse_shard, shard_plan
+    from ssl_bench.harness.plugins import Registry, load_registry, make_plugin_manager, plugin_report
+    from ssl_bench.harness.record.leaderboard import publish
+    from ssl_bench.harness.record.results import read_rows
+    from ssl_bench.harness.scale.distributed import is_main
+
+KINDS = ("augmentations", "backbones", "datasets", "evaluators", "methods")
+"""The kinds of ``bench list KIND``: the keys of ``components.COMPONENT_KINDS``, spelled out so that parsing a
+command line (``bench --help``) imports no torch; a test keeps the two equal."""
+
+_LAZY = {
+    "COMPONENT_KINDS": "ssl_bench.harness.components", "DataContext": "ssl_bench.harness.components",
+    "make_plan": "ssl_bench.harness.pipeline.plan", "parse_shard": "ssl_bench.harness.pipeline.shard",
+    "shard_plan": "ssl_bench.harness.pipeline.shard", "load_registry": "ssl_bench.harness.plugins",
+    "make_plugin_manager": "ssl_bench.harness.plugins", "plugin_report": "ssl_bench.harness.plugins",
+    "publish": "ssl_bench.harness.record.leaderboard", "read_rows": "ssl_bench.harness.record.results",
+    "is_main": "ssl_bench.harness.scale.distributed",
+}
+"""Names this module uses that import torch (or pyarrow), by the module they come from."""
+
+
+def _import_lazily() -> None:
+    """Bind the names of :data:`_LAZY` in this module, once a command is parsed; a name bound already (a test's
+    monkeypatch of ``cli.make_plan``) is kept."""
+    for name, module in _LAZY.items():
+        if name not in globals():
+            globals()[name] = getattr(importlib.import_module(module), name)
+
+
+def __getattr__(name: str) -> Any:
+    """``cli.make_plan`` and the other lazy names, imported on first access."""
+    if name in _LAZY:
+        _import_lazily()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plugins", action="store_true", help="load no third-party plugins (entry points)")
     p.add_argument("-p", dest="blocked", action="append", default=[], metavar="no:NAME",
                    help="block a plugin by name, e.g. -p no:ssl_bench.plugins.methods.simclr")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                      help="also print debug lines (each logged step's metrics, where files go)")
+    loud.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                      help="print only warnings and errors on stderr (a job's log.txt still gets every line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="pretrain, evaluate, record results and regenerate the leaderboard")
@@ -77,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                      "cores split over --nproc processes)")
     run.add_argument("--sync-bn", action="store_true", help="with several processes, synchronise batch norm "
                      "statistics over the global batch (SyncBatchNorm, CUDA only; same as BENCH_SYNC_BN=1)")
+    run.add_argument("--max-hours", type=float, metavar="H", help="ask first (on a terminal) or refuse (without "
+                     "one) when the estimated pretraining time is over H hours (default: 2)")
+    run.add_argument("-y", "--yes", action="store_true", help="start whatever the estimated time, without asking")
 
     wk = sub.add_parser("worker", help="take jobs from a queue in a shared Optuna storage until none are left")
     wk.add_argument("file", type=Path)
@@ -98,9 +141,20 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a benchmark file against the registry without running it")
     val.add_argument("file", type=Path)
     val.add_argument("--profile")
+    for command in (run, wk, val):
+        command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="change one value of the file after the profile, validated like the file "
+                             "(e.g. --set pretrain.epochs=2 --set 'methods[0].params.temperature=0.5'); repeatable")
+
+    ex = sub.add_parser("export", help="write a finished pretraining's encoder for torchvision, timm or safetensors")
+    ex.add_argument("artifact", type=Path, help="<out>/artifacts/<key> of a finished pretraining, or its encoder.pt")
+    ex.add_argument("--format", default="safetensors", help="safetensors (default), torchvision (.pth state dict "
+                    "of the torchvision model) or timm (.pth state dict of the timm model)")
+    ex.add_argument("-o", "--output", type=Path, help="the weights file (default: ./encoder-<key>.<suffix>); the "
+                    "JSON sidecar goes beside it as FILE.json")
 
     ls = sub.add_parser("list", help="list registered components")
-    ls.add_argument("kind", nargs="?", choices=sorted(COMPONENT_KINDS))
+    ls.add_argument("kind", nargs="?", choices=KINDS)
     sub.add_parser("plugins", help="JSON report of loaded plugins and what they register")
     sub.add_parser("schema", help="JSON schema of a benchmark file, with every component's params")
 
@@ -127,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         args.argv = argv
+        _import_lazily()
+        from ssl_bench.harness.pipeline.logs import configure_logging  # stdlib only: --help stays cheap
+
+        configure_logging(args.verbosity)  # also checks BENCH_LOG_EVERY and BENCH_PROGRESS_EVERY
         code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe (bench list | head -1) shows up here rather than at exit
         return code
@@ -188,6 +246,8 @@ def _registry(args: argparse.Namespace) -> tuple[pluggy.PluginManager, Registry]
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "leaderboard":
         return _leaderboard(args)
+    if args.command == "export":
+        return _export(args)
     pm, registry = _registry(args)
     if args.command == "list":
         for kind in [args.kind] if args.kind else sorted(COMPONENT_KINDS):
@@ -206,7 +266,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return _validate(args, registry)
     shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
-    spec = load_benchmark(args.file, args.profile, registry)
+    spec = load_benchmark(args.file, args.profile, registry, args.overrides)
     plan = make_plan(spec, registry, args.file.name, data=data_context(args))  # the data's fingerprint is in the keys
     if shard:
         plan = shard_plan(plan, *shard)
@@ -217,12 +277,34 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace, registry: Registry) -> int:
     """``bench validate FILE``: the base and every profile (or only ``--profile NAME``), each with its plan."""
-    specs = ({args.profile: load_benchmark(args.file, args.profile, registry)} if args.profile
-             else load_profiles(args.file, registry))
+    specs = ({args.profile: load_benchmark(args.file, args.profile, registry, args.overrides)} if args.profile
+             else load_profiles(args.file, registry, args.overrides))
     for name, spec in specs.items():
         plan = make_plan(spec, registry, args.file.name)
         where = f"{args.file}: profiles.{name}" if name and not args.profile else str(args.file)
-        print(f"{where}: ok ({len(plan.pretrain_jobs)} pretraining jobs, {len(plan.eval_jobs)} evaluation jobs)")
+        print(f"{where}: ok ({counted(len(plan.pretrain_jobs), 'pretraining job')}, "
+              f"{counted(len(plan.eval_jobs), 'evaluation job')})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``bench export ARTIFACT``: the encoder for other code; the plugins load once the artifact is checked."""
+    from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD
+    from ssl_bench.harness.record.export import export_encoder
+
+    def build(name: str, params: dict[str, Any]) -> torch.nn.Module:
+        cls = _registry(args)[1].get("backbones", name)
+        try:
+            resolved = cls.Params.model_validate(params)
+        except ValueError as exc:  # pydantic's ValidationError: the plugin changed since the job ran
+            raise UsageError(f"{args.artifact}: its backbone params no longer fit '{name}' ({exc})") from None
+        backbone: torch.nn.Module = cls(resolved)
+        return backbone
+
+    done = export_encoder(args.artifact, build, fmt=args.format, output=args.output, mean=IMAGENET_MEAN,
+                          std=IMAGENET_STD)
+    print(f"wrote {done.weights} ({done.tensors} tensors of {done.info['backbone']['name']}, "
+          f"{done.info['feature_dim']}-d features) and {done.sidecar}")
     return 0
 
 
@@ -277,14 +359,21 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
          registry: Registry) -> int:
     from ssl_bench.harness.pipeline.runner import execute, log, summary, write_leaderboard
     from ssl_bench.harness.pipeline.train import resolve_device
-    from ssl_bench.harness.scale.launch import check_nproc, join_process_group, leave_process_group, relaunch
+    from ssl_bench.harness.scale.launch import (
+        check_nproc,
+        join_process_group,
+        launched_by_torchrun,
+        leave_process_group,
+        relaunch,
+    )
 
     out = args.out or Path("runs") / spec.name
-    if args.dry_run:  # computes nothing: the device need not be here, the folder is only read
-        resolve_device(args.device, check_available=False)
+    if args.dry_run:  # trains nothing (but the preflight's probe): the device need not be here, the folder is only read
+        device = resolve_device(args.device, check_available=False)
         if args.nproc is not None:
             check_nproc(args.nproc, None)
         _print_plan(plan, RunFolder(out))
+        _preflight(args, _make_run(args, spec, plan, pm, registry, out, device), registry)
         return 0
     device = resolve_device(args.device)  # what cannot be honoured is refused before any job (and torchrun)
     if args.nproc is not None:
@@ -293,12 +382,15 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     if args.sync_bn:
         os.environ["BENCH_SYNC_BN"] = "1"
     if args.nproc and args.nproc > 1:
+        _preflight(args, _make_run(args, spec, plan, pm, registry, out, device), registry)  # once, before torchrun
         relaunch(args.argv, args.nproc)
     device = join_process_group(device)
     use_threads(args.threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if not is_main():  # under torchrun: only rank 0 reports to plugins and shows progress
         pm, args.progress = make_plugin_manager(load_entrypoints=False, builtins=False), False
     run = _make_run(args, spec, plan, pm, registry, out, device)
+    if not launched_by_torchrun():  # under torchrun the process that launched it checked
+        _preflight(args, run, registry)
     t0 = time.perf_counter()
     failed = execute(run)
     if is_main():
@@ -308,14 +400,31 @@ def _run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.P
     return 1 if failed else 0
 
 
+def _preflight(args: argparse.Namespace, run: Run, registry: Registry) -> None:
+    """Before the first job: every dataset the plan needs looked up, the cost estimated, asked or refused
+    above ``--max-hours`` (see :mod:`ssl_bench.harness.pipeline.preflight`)."""
+    from ssl_bench.harness.pipeline.preflight import preflight
+
+    sys.stdout.flush()  # a dry run's plan before the line on stderr
+    overrides = getattr(args, "overrides", [])
+    preflight(run, max_hours=args.max_hours, assume_yes=args.yes, processes=args.nproc or 1, dry_run=args.dry_run,
+              profiles=lambda: load_profiles(args.file, registry, overrides), profile=args.profile)
+
+
 def _print_plan(plan: Plan, folder: RunFolder) -> None:
-    """``--dry-run``: every job of the plan, ``[done]`` or ``[todo]`` in ``folder``."""
+    """``--dry-run``: every job of the plan, ``[done]`` or ``[todo]`` in ``folder``; a todo says why
+    (:mod:`~ssl_bench.harness.record.staleness`: not run yet, or what changed since it ran)."""
+    from ssl_bench.harness.pipeline.plan import evaluator_titles
+    from ssl_bench.harness.record.staleness import Staleness
+
+    why = Staleness(folder)
     for job in (j for p in plan.pretrain_jobs for j in p.all_jobs()):
-        state = "done" if folder.done_marker(job.key, select=job.kind == "select").exists() else "todo"
-        print(f"[{state}] {job.describe()}")
+        done = folder.done_marker(job.key, select=job.kind == "select").exists()
+        print(f"[done] {job.describe()}" if done else f"[todo] {job.describe()}  ({why.pretraining(job)})")
+    titles = evaluator_titles(plan.eval_jobs)  # what tells two evaluations apart (finetune(label_fraction=0.01))
     for ejob in plan.eval_jobs:
-        state = "done" if folder.has_result(ejob.key) else "todo"
-        print(f"[{state}] {ejob.describe()}")
+        done, line = folder.has_result(ejob.key), ejob.describe(titles[ejob.key])
+        print(f"[done] {line}" if done else f"[todo] {line}  ({why.evaluation(ejob)})")
 
 
 def _make_run(args: argparse.Namespace, spec: BenchmarkSpec, plan: Plan, pm: pluggy.PluginManager,
@@ -372,8 +481,9 @@ def use_threads(requested: int | None, processes: int) -> None:
     if is_main():
         load = busy_now(0.3)
         if load.contended:
-            print(f"warning: other processes keep {load.others:.1f} of {cpu_count()} cores busy; this run's timings "
-                  "will be marked contended (--threads shares the machine deliberately)", file=sys.stderr, flush=True)
+            print(f"warning: other processes keep {load.others:.1f} of {counted(cpu_count(), 'core')} busy; this run's "
+                  "timings will be marked contended (--threads shares the machine deliberately)", file=sys.stderr,
+                  flush=True)
 
 
 def other_workers_here() -> int:

@@ -8,7 +8,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def data_root() -> Path:
+    """Where the tests that need real datasets (CIFAR-10) find them: ``$BENCH_DATA_ROOT`` where it is set, as
+    ``bench run`` reads it, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("BENCH_DATA_ROOT")
+    return Path(env).expanduser() if env else ROOT.parent / "shared" / "data"
+
+
+DATA_ROOT = data_root()
+CIFAR10 = DATA_ROOT / "cifar10"
 QUICKSTART = ROOT / "benchmarks" / "quickstart.toml"
 
 os.environ.setdefault("BENCH_DISABLE_PLUGIN_AUTOLOAD", "0")

@@ -24,8 +24,9 @@ from ssl_bench.plugins.datasets.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, 
 from ssl_bench.plugins.datasets.digits import Digits
 from ssl_bench.plugins.datasets.parquet import ParquetImages, decode_images, load_parquet_split
 from ssl_bench.plugins.datasets.shapes import Shapes
+from tests.conftest import DATA_ROOT
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared/data"
+SHARED_DATA = DATA_ROOT  # $BENCH_DATA_ROOT, else ../shared/data
 CIFAR_DIR = SHARED_DATA / "cifar10"
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")  # encode_png
 needs_cifar = pytest.mark.skipif(not (CIFAR_DIR / "test.parquet").is_file(),

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.slow
 SMALL = TINY.split("[[methods]]")[0] + '[[methods]]\nname = "random_init"\n\n[[evaluations]]\nname = "knn"\n'
 """TINY with one method and one evaluation: the cheapest run that writes a checkpoint and a result."""
 
-MISSING_CIFAR10 = '\n[[evaluations]]\nname = "knn"\ndatasets = ["cifar10"]\n'
-"""An evaluation that fails (no CIFAR-10 under an empty --data-root) while the other jobs succeed."""
+MISSING_SPLIT = ('\n[[evaluations]]\nname = "knn"\n'
+                 'datasets = [{ name = "shapes", params = { n_train = 128, n_test = 64 }, train_split = "nope" }]\n')
+"""An evaluation that fails (its dataset has no split 'nope') while the other jobs succeed. (Missing data does
+not do: the preflight refuses the run before any job.)"""
 
 
 def bench(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -185,11 +187,11 @@ def test_a_failed_job_whose_log_cannot_be_written_is_still_reported_and_the_othe
 
     monkeypatch.setattr(runner, "atomic_write_text", no_logs)
     out = tmp_path / "o"
-    code, err = run_main(capsys, "run", str(write_toml(SMALL + MISSING_CIFAR10)), "--out", str(out),
-                         "--data-root", str(tmp_path / "empty"), "--device", "cpu", "--no-progress")
+    code, err = run_main(capsys, "run", str(write_toml(SMALL + MISSING_SPLIT)), "--out", str(out),
+                         "--device", "cpu", "--no-progress")
     assert code == 1 and "Traceback" not in err
     failed = [line for line in err.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 1 and "cifar10" in failed[0] and "its log could not be written" in failed[0]
+    assert len(failed) == 1 and "'nope'" in failed[0] and "its log could not be written" in failed[0]
     assert len(list((out / "results").glob("*.parquet"))) == 1  # the knn on shapes still ran and was recorded
 
 
