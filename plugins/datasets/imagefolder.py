@@ -46,6 +46,7 @@ from ssl_bench.harness import (
     Params as BaseParams,
 )
 from ssl_bench.plugins.datasets.decode import OnCorrupt, load_files_cached
+from ssl_bench.plugins.datasets.sources import data_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 """File name endings taken as images by default (compared case-insensitively)."""
@@ -211,12 +212,7 @@ class ImageFolder(Dataset):
 
     def folder(self, ctx: DataContext) -> Path:
         """The dataset folder (``path``, relative to the data root unless absolute); a DataError if absent."""
-        path = Path(self.params.path).expanduser()
-        folder = path if path.is_absolute() else ctx.root / path
-        if not folder.is_dir():
-            raise DataError(f"imagefolder: folder {folder} not found (params.path = '{self.params.path}', "
-                            f"data root {ctx.root}); set --data-root or BENCH_DATA_ROOT, or give an absolute path")
-        return folder
+        return data_path(self.name, self.params.path, ctx)
 
     def load(self, split: str, ctx: DataContext) -> ImageSet:
         """Return ``split``: uint8 images (N, 3, S, S), int64 labels (N,); ``val`` only where ``val/`` exists."""

@@ -36,6 +36,7 @@ from ssl_bench.harness import (
     Params as BaseParams,
 )
 from ssl_bench.plugins.datasets.decode import OnCorrupt, decode_images, max_pixels, report_skipped
+from ssl_bench.plugins.datasets.sources import data_path
 
 __all__ = ["ParquetImages", "class_names", "decode_images", "find_shards", "load_parquet_split", "load_shards"]
 
@@ -169,10 +170,7 @@ class ParquetImages(Dataset):
 
     def load(self, split: str, ctx: DataContext) -> ImageSet:
         """Return ``split``: uint8 images (N, 3, H, W), int64 labels (N,)."""
-        p, folder = self.params, self.folder(ctx)
-        if not folder.is_dir():
-            raise DataError(f"parquet: folder {folder} not found (params.path = '{p.path}', data root {ctx.root}); "
-                            "set --data-root or BENCH_DATA_ROOT, or give an absolute path")
+        p, folder = self.params, data_path(self.name, self.params.path, ctx)
         shards = find_shards(folder)
         if split not in shards:
             raise DataError(f"parquet: no split '{split}' in {folder} (expected {split}.parquet); "
