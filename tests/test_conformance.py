@@ -15,6 +15,8 @@ NEEDS_A_FILE = {"pretrained"}
 """Methods that cannot be built from default params (tested in their own files)."""
 METHODS = [m for m in REGISTRY.names("methods") if m not in NEEDS_A_FILE]
 """A small member standing in for each backbone family in the suite."""
+NEEDS_A_VIT = {"mae": "vit_tiny_cifar", "simmim": "vit_tiny_cifar"}
+"""Methods that refuse other backbones: checked on this one (elsewhere they must refuse in one line)."""
 
 
 def backbone_names() -> list[str]:
@@ -31,14 +33,19 @@ def backbone_names() -> list[str]:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_method(name):
-    check_method(REGISTRY, name)
+    check_method(REGISTRY, name, **({"backbone": NEEDS_A_VIT[name]} if name in NEEDS_A_VIT else {}))
 
 
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("backbone", [b for b in backbone_names() if b != "convnet_small"])
 def test_method_builds_on_every_backbone(name, backbone):
+    from ssl_bench.harness.errors import BenchError
     from ssl_bench.harness.testing import build_method
 
+    if name in NEEDS_A_VIT and backbone != NEEDS_A_VIT[name]:
+        with pytest.raises(BenchError, match=f"method '{name}' needs a vision transformer.*got '{backbone}'"):
+            build_method(REGISTRY, name, backbone)
+        return
     method = build_method(REGISTRY, name, backbone)
     assert method.backbone.feature_dim > 0
 
@@ -53,6 +60,11 @@ def test_backbone(name):
     check_backbone(REGISTRY, name)
 
 
+EVALUATOR_PARAMS = {"detection": {"steps": 4, "batch_size": 4, "fpn_channels": 16, "box_head_dim": 32,
+                                   "rpn_pre_nms_top_n": 100, "rpn_post_nms_top_n": 50, "rois_per_image": 32}}
+"""Evaluators whose defaults train at paper scale: a few steps of a small model instead."""
+
+
 @pytest.mark.parametrize("name", REGISTRY.names("evaluators"))
 def test_evaluator(name):
-    check_evaluator(REGISTRY, name)
+    check_evaluator(REGISTRY, name, EVALUATOR_PARAMS.get(name))
