@@ -95,8 +95,8 @@ def test_a_component_only_the_skipped_plugin_provides_names_it_with_exit_code_2(
                        r"\(bench-broken 0.1.0\), which was skipped: Method 'simclr' is registered twice") as err:
         registry.get("methods", "broken_dist_vicreg")
     assert err.value.exit_code == 2
-    with pytest.raises(UnknownComponentError, match=r"Unknown method 'dino'.* may come from: .*'needs_missing_dep'"):
-        registry.get("methods", "dino")  # nothing known provides it: the plugins that never registered may
+    with pytest.raises(UnknownComponentError, match=r"Unknown method 'ijepa'.* may come from: .*'needs_missing_dep'"):
+        registry.get("methods", "ijepa")  # nothing known provides it: the plugins that never registered may
     path = tmp_path / "b.toml"
     path.write_text(TINY.replace('name = "simclr"\nparams = { temperature = 0.5 }', 'name = "broken_dist_vicreg"'))
     with pytest.raises(SpecError, match=r"b.toml: methods\[0\].name: Method 'broken_dist_vicreg' comes from plugin "
