@@ -26,7 +26,14 @@ def simclr(seed: int, value: float, temperature: float, **kw):
 
 
 def table_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("|")]
+    """The lines of the detail tables (a study's summary, its first table, is tested in test_leaderboard_summary.py)."""
+    lines, summary = [], False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            summary = re.fullmatch(r"#+ Summary", line) is not None
+        elif line.startswith("|") and not summary:
+            lines.append(line)
+    return lines
 
 
 def cells(line: str) -> list[str]:
@@ -99,12 +106,25 @@ def test_a_table_ranks_one_budget_and_random_init_appears_once_in_each():
     assert [chunk[0] for chunk in chunks] == [f"pretrained on cifar10[{size}], {budget}, batch 32" for size, budget in
                                               [(2500, "3 ep (30 steps)"), (5000, "3 ep (30 steps)"),
                                                (10000, "3 ep (30 steps)"), (10000, "12 ep (90 steps)")]]
-    for t in (chunk[1] for chunk in chunks):
+    for title, shared, t in (chunk[:3] for chunk in chunks):
         lines = table_lines(t)
         assert sum("Random init" in line for line in lines) == 1
         assert sum("Rotation" in line for line in lines) == 1
-        assert len({column(t, line, "Pretraining") for line in lines[2:] if "Rotation" in line}) == 1
+        # one budget in the table: its Pretraining column holds one value, said once above it
+        assert shared.startswith(f"All rows: convnet_small, {title.removeprefix('pretrained on ')},")
+        assert "Pretraining" not in lines[0]
     assert text.count("### knn on shapes (all labels)") == 1
+
+
+def test_the_supervised_baseline_with_its_held_out_rows_shares_the_table_of_its_budget():
+    # supervised trains without the validation rows: fewer steps per epoch at the same epochs and batch
+    sup = row("Supervised", "supervised", 0, "top1", 80.0, key="sup") | {"pretrain_steps": 24,
+                                                                          "pretrain_total_steps": 24}
+    text = render([simclr(0, 60.0, 0.5), sup, row("Random init", "random_init", 0, "top1", 30.0)])
+    assert "####" not in text and "not run at this budget" not in text
+    lines = table_lines(text.split("### ")[2])
+    assert column(text.split("### ")[2], next(x for x in lines if "Supervised" in x), "Pretraining").endswith(
+        "(24 steps), batch 32")
 
 
 def test_one_budget_is_one_table_without_a_budget_heading():
