@@ -34,6 +34,7 @@ from ssl_bench.harness.pipeline.sweep import sweep_and_test
 from ssl_bench.harness.pipeline.train import PretrainStats
 from ssl_bench.harness.plugins import Registry, harness_version
 from ssl_bench.harness.record.atomic import atomic_write_text
+from ssl_bench.harness.record.failures import clear_failure, failures_section, read_failures, record_failure
 from ssl_bench.harness.record.layout import RunFolder
 from ssl_bench.harness.record.leaderboard import render
 from ssl_bench.harness.record.results import device_name, dumps, read_rows, result_rows, write_rows
@@ -110,6 +111,7 @@ def execute(run: Run) -> int:
             continue
         try:
             stats = ensure_pretrained(run, pjob)
+            clear_failure(run.folder.logs_dir, pjob.key)
             if not is_main():
                 continue  # the other processes only help pretrain; rank 0 evaluates
             source = winner_of(run, pjob)
@@ -132,6 +134,7 @@ def execute(run: Run) -> int:
                 t0 = time.perf_counter()
                 rows = evaluate(run, e, source, encoder, features, stats)
                 write_rows(run.folder.result(e.key), rows)
+                clear_failure(run.folder.logs_dir, e.key)
                 summary = ", ".join(f"{r['metric']} {r['value']:.2f}" for r in rows)
                 log(f"[{done}/{total}] {e.pretrain.label} seed {e.pretrain.seed} | {titles[e.key]} on "
                     f"{e.dataset.display}: {summary} ({time.perf_counter() - t0:.1f} s)"
@@ -186,6 +189,13 @@ def _fail(run: Run, job: PretrainJob | EvalJob, exc: BaseException) -> None:
             log(f"FAILED {job.describe()}: {reason}", logging.ERROR)
         except Exception:  # stderr gone (a closed pipe): nothing left to tell
             pass
+        pjob = job if isinstance(job, PretrainJob) else job.pretrain
+        try:  # the leaderboard's failed rows; a folder that took no log takes no record either
+            record_failure(run.folder.logs_dir, job.key, {"benchmark": run.spec.name, "label": pjob.label,
+                                                          "seed": pjob.seed, "job": job.describe(),
+                                                          "reason": reason, "log": path})
+        except Exception:
+            pass
     run.failed.append(job.key)
     try:
         run.pm.hook.bench_job_finished(job=job, result={"status": "failed", "error": reason})
@@ -226,9 +236,13 @@ def write_leaderboard(run: Run) -> str:
 
     Results in the folder that no job of the plan produces (an earlier version of the file, another file's
     results) stay on disk and are left out, with one line saying how many; ``bench leaderboard`` shows them all.
+    The plan's jobs that failed (and have not succeeded since) follow in a "Failed jobs" table, with the reason.
     """
     results = run.folder.results_dir
     text: str = render(read_rows([results]) if results.exists() else [], title=f"Leaderboard: {run.spec.name}",
                        current_keys={job.key for job in run.plan.eval_jobs})
+    keys = [j.key for p in run.plan.pretrain_jobs for j in p.all_jobs()] + [j.key for j in run.plan.eval_jobs]
+    failed = failures_section(read_failures(run.folder.logs_dir, keys))
+    text = f"{text.rstrip()}\n\n{failed}" if failed else text
     atomic_write_text(run.folder.leaderboard, text)
     return text

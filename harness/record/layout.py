@@ -15,6 +15,7 @@ Layout of an output folder (``bench run --out <out>``)::
     <out>/results/<eval key>.parquet               result rows of a finished evaluation
     <out>/evaluations/<eval key>/                  files an evaluator writes (gallery PNG)
     <out>/logs/<key>.log                           traceback of a failed job
+    <out>/logs/<key>.failed.json                   what failed and why (the leaderboard's failed rows; gone on success)
     <out>/leaderboard.md                           regenerated after every run
 
 A finished pretraining is one unit: ``encoder.pt``, ``pretrain.json`` and ``job.json`` are each written
