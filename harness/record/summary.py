@@ -112,7 +112,7 @@ def summary(rows: list[Row]) -> list[Block]:
         b = key[-1]
         lines.append({
             "Method": name(first), "baseline": first["method"] in BASELINES, "budget": b,
-            "facets": budget_facets(first),
+            "facets": {"budget.backbone": first["backbone"], **budget_facets(first)},  # a ranking's fixed parts
             "Backbone": first["backbone"], "Data": b[0] if b else "", "Epochs": str(b[1]) if b else "",
             "Steps": (str(b[3]) if b[3] == b[4] else f"{b[3]} of {b[4]}") if b else "",
             "Batch": str(b[2]) if b else "",
@@ -123,14 +123,14 @@ def summary(rows: list[Row]) -> list[Block]:
     methods = [d for d in lines if not d["baseline"]]
     by_budget: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for d in methods:
-        by_budget[d["budget"]].append(d)
+        by_budget[(d["Backbone"], d["budget"])].append(d)  # a backbone is part of the budget: never ranked across
     bold: set[tuple[int, str]] = set()
     ordered: list[dict[str, Any]] = []
     titles: list[tuple[int, str]] = []
     facets = [by_budget[b][0]["facets"] for b in by_budget]
     differ = [k for k in dict.fromkeys(k for f in facets for k in f) if len({f.get(k) for f in facets}) > 1]
-    for b in sorted(by_budget, key=lambda b: budget_key(b) if b else ()):
-        group = by_budget[b]
+    for block in sorted(by_budget, key=lambda k: (budget_key(k[1]) if k[1] else (), k[0])):
+        group, b = by_budget[block], block[1]
         titles += [(len(ordered), ", ".join(v for k, v in group[0]["facets"].items() if k in differ or not b))]
         for d, rank in zip(group, _ranks([d["means"][ranked_by] if ranked_by else None for d in group])):
             d["Rank"] = rank

@@ -58,6 +58,15 @@ def test_the_summary_comes_first_and_ranks_the_methods_by_the_linear_probe():
     assert {"kNN top-1", "Linear top-1"} <= set(table[0])
 
 
+def test_methods_on_two_backbones_are_ranked_in_two_blocks_at_one_budget():
+    rows = study() + probe_rows("MAE (ViT)", "mae", [20.0], [99.0], backbone="vit_tiny_cifar")
+    table = grid(section_of(render(rows), "### Summary"))
+    blocks = [r["Method"] for r in table if r["Method"].startswith("**") and r["Method"] != "**Baselines**"]
+    assert len(blocks) == 2 and any("vit_tiny_cifar" in b for b in blocks)
+    ranks = {r["Method"]: r["Rank"] for r in table}
+    assert ranks["MAE (ViT)"] == "1" and ranks["MoCo"] == "1"  # each first of its own block, never ranked across
+
+
 def test_summary_cells_show_the_interval_from_three_seeds_and_n_below():
     table = {r["Method"]: r for r in grid(section_of(render(study()), "### Summary"))}
     assert table["SimCLR"]["Linear top-1"] == "71.00 ± 2.48"  # t(2) 4.303 x std 1 / sqrt(3)

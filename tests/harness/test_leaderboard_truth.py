@@ -156,7 +156,7 @@ def test_write_leaderboard_shows_only_the_plan_it_ran(tmp_path):
     for r in (kept, gone):
         write_rows(folder.result(r["job_key"]), [r])
     run = SimpleNamespace(folder=folder, spec=SimpleNamespace(name="b"),
-                          plan=SimpleNamespace(eval_jobs=[SimpleNamespace(key=kept["job_key"])]))
+                          plan=SimpleNamespace(pretrain_jobs=[], eval_jobs=[SimpleNamespace(key=kept["job_key"])]))
     text = write_leaderboard(run)
     assert "70.00" in text and "12.00" not in text
     assert folder.leaderboard.read_text() == text and folder.result(gone["job_key"]).is_file()
