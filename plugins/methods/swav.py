@@ -69,6 +69,7 @@ from ssl_bench.harness import (
     world_size,
 )
 from ssl_bench.harness.kit.heads import mlp_head
+from ssl_bench.harness.kit.multicrop import forward_by_size
 
 
 def _global_sum(x: Tensor) -> Tensor:
@@ -186,16 +187,7 @@ class SwAV(Method):
 
     def embed(self, views: list[Tensor]) -> list[Tensor]:
         """Unit embeddings (B, proj_dim), float32, one per view; consecutive same-size views share a pass."""
-        out: list[Tensor] = []
-        start = 0
-        while start < len(views):
-            end = start + 1
-            while end < len(views) and views[end].shape == views[start].shape:
-                end += 1
-            h = self.projector(self.backbone(torch.cat(views[start:end])))
-            out.extend(F.normalize(h.float(), dim=1).tensor_split(end - start))
-            start = end
-        return out
+        return forward_by_size(lambda x: F.normalize(self.projector(self.backbone(x)).float(), dim=1), views)
 
     def loss(self, batch: Batch) -> Tensor:
         """Swapped prediction over every view of the batch (views (B, C, H_v, W_v), sizes may differ)."""
