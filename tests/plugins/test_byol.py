@@ -15,6 +15,7 @@ from ssl_bench.harness.pipeline.train import pretrain
 from ssl_bench.harness.testing import tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.byol import BYOL, byol_loss, regression_loss
+from tests.plugins.method_inputs import check_cosine_momentum_step
 
 
 def naive_byol(p1, p2, z1, z2):
@@ -97,11 +98,7 @@ def test_target_follows_schedule_in_on_step_end():
     with torch.no_grad():
         for p in online:
             p.add_(torch.randn_like(p))
-    before = [p.clone() for p in m.target.parameters()]
-    m.on_step_end(5, 20)
-    tau = 1 - 0.1 * (math.cos(math.pi * 5 / 20) + 1) / 2
-    for t0, t1, o in zip(before, m.target.parameters(), online):
-        assert torch.allclose(t1, tau * t0 + (1 - tau) * o, atol=1e-6)
+    check_cosine_momentum_step(m, online, m.target)
 
 
 def test_target_has_no_grad_and_is_not_optimized():

@@ -15,7 +15,7 @@ from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.backbones.vit import ViTTinyCifar
 from ssl_bench.plugins.methods.dino import DINO, DINOHead, batch_center, dino_loss
-from tests.plugins.method_inputs import batch, views
+from tests.plugins.method_inputs import batch, check_cosine_momentum_step, views
 from tests.plugins.two_processes import assert_same_gradients, gloo_group, gradients, run_two
 
 
@@ -121,12 +121,7 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
 
 def test_momentum_follows_the_cosine_schedule():
     m = build(momentum_base=0.9)
-    online = list(m.backbone.parameters()) + list(m.head.parameters())
-    before = [p.clone() for p in m.teacher.parameters()]
-    m.on_step_end(5, 20)
-    tau = 1 - 0.1 * (math.cos(math.pi * 5 / 20) + 1) / 2
-    for t0, t1, o in zip(before, m.teacher.parameters(), online):
-        assert torch.allclose(t1, tau * t0 + (1 - tau) * o, atol=1e-6)
+    check_cosine_momentum_step(m, list(m.backbone.parameters()) + list(m.head.parameters()), m.teacher)
 
 
 def test_head_has_a_weight_normalised_last_layer():

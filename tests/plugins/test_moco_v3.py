@@ -16,7 +16,7 @@ from ssl_bench.harness.pipeline.train import pretrain
 from ssl_bench.harness.testing import check_method, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.moco_v3 import MoCoV3, moco_v3_contrastive
-from tests.plugins.method_inputs import batch, views
+from tests.plugins.method_inputs import batch, check_cosine_momentum_step, views
 from tests.plugins.two_processes import assert_same_gradients, loss_on_my_half, run_two
 
 
@@ -81,12 +81,7 @@ def test_no_gradient_into_the_momentum_encoder():
 
 def test_momentum_follows_the_cosine_schedule():
     m = build(momentum_base=0.9)
-    online = list(m.backbone.parameters()) + list(m.projector.parameters())
-    before = [p.clone() for p in m.momentum_encoder.parameters()]
-    m.on_step_end(5, 20)
-    tau = 1 - 0.1 * (math.cos(math.pi * 5 / 20) + 1) / 2
-    for t0, t1, o in zip(before, m.momentum_encoder.parameters(), online):
-        assert torch.allclose(t1, tau * t0 + (1 - tau) * o, atol=1e-6)
+    check_cosine_momentum_step(m, list(m.backbone.parameters()) + list(m.projector.parameters()), m.momentum_encoder)
     frozen = [p.clone() for p in m.momentum_encoder.parameters()]
     m.on_step_end(20, 20)  # m = 1 at the last step
     assert all(torch.equal(a, b) for a, b in zip(frozen, m.momentum_encoder.parameters()))
