@@ -282,6 +282,9 @@ class EvalTask:
         seed: seed for every random choice of the evaluator.
         out_dir: folder for files the evaluator writes beside its metrics (a gallery PNG), created on
             demand; None where nothing may be written.
+        online_head: for an evaluator with ``online_probe`` set, the linear head trained beside the
+            encoder's pretraining on its detached features, ``{"weight": (C, D), "bias": (C,)}`` float32 on
+            the CPU; None where that pretraining trained none.
     """
 
     encoder: nn.Module
@@ -293,6 +296,7 @@ class EvalTask:
     seed: int
     out_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    online_head: Mapping[str, Tensor] | None = None
 
 
 class Evaluator:
@@ -309,6 +313,11 @@ class Evaluator:
     sweepable: ClassVar[tuple[str, ...]] = ()
     """Further hyper-parameter names ``evaluate`` reads from ``hparams`` (no default grid)."""
     selection_metric: ClassVar[str] = "top1"
+    online_probe: ClassVar[bool] = False
+    """True for an evaluator that scores a linear head trained beside pretraining (an online probe, as solo-learn
+    reports): the plan then has every pretraining that trains train one (SGD with its ``Params``' ``lr`` and, where
+    they exist, ``momentum`` and ``weight_decay``), its ``evaluate`` gets it as ``EvalTask.online_head``, an
+    untrained encoder (random init) gets no such evaluation, and it sweeps nothing."""
 
     def __init__(self, params: AnyParams) -> None:
         self.params = params

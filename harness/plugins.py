@@ -97,6 +97,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ssl_bench.plugins.methods.simmim",
     "ssl_bench.plugins.evaluators.knn",
     "ssl_bench.plugins.evaluators.linear",
+    "ssl_bench.plugins.evaluators.online_linear",
     "ssl_bench.plugins.evaluators.finetune",
     "ssl_bench.plugins.evaluators.adversarial",
     "ssl_bench.plugins.evaluators.robustness",

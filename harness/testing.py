@@ -389,6 +389,8 @@ def check_evaluator(registry: Registry, name: str, params: dict[str, Any] | None
         _check_box_evaluator(registry, name, evaluator, hp, torch.device(device) if device else default_device())
         return
     task = colour_task(torch.device(device) if device is not None else default_device())
+    if cls.online_probe:  # it scores the head trained beside pretraining: give it one, fitted to task.fit
+        task.online_head = class_mean_head(task.features(task.fit), task.fit.labels, task.num_classes)
     m1, m2 = evaluator.evaluate(task, hp), evaluator.evaluate(task, hp)
     assert isinstance(m1, dict) and all(isinstance(v, float | int) for v in m1.values()), (
         f"{name}: evaluate must return a dict of metric name -> float, got {m1!r}")
@@ -407,6 +409,24 @@ def check_evaluator(registry: Registry, name: str, params: dict[str, Any] | None
         f"{name}: top1 = {top1:g}, near or below chance ({chance:g}%), on features that separate the classes (about "
         f"{ceiling:g}% is possible): fit on task.features(task.fit) (or task.encoder) with task.fit.labels and "
         "score task.target")
+
+
+def class_mean_head(features: Tensor, labels: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """A linear head that stands in for an online probe's: nearest class mean as ``x @ weight.T + bias``.
+
+    Args:
+        features: fit features. Shape: (N, D).
+        labels: their classes, int64. Shape: (N,).
+        num_classes: C.
+
+    Returns:
+        ``{"weight": (C, D), "bias": (C,)}`` float32 on the CPU: ``weight`` the class means mu_c, ``bias``
+        ``-|mu_c|^2 / 2`` (the logit is ``-|x - mu_c|^2 / 2`` up to a term shared by the classes).
+    """
+    x = features.float().cpu()
+    onehot = F.one_hot(labels.cpu().long(), num_classes).float()  # (N, C)
+    means = (onehot.T @ x) / onehot.sum(dim=0).clamp_min(1).unsqueeze(1)  # (C, D)
+    return {"weight": means, "bias": -0.5 * means.pow(2).sum(dim=1)}
 
 
 BOX_METRICS = ("ap", "ap50", "ap75")

@@ -142,3 +142,22 @@ def test_methods_benchmark_tiny_profile_on_real_cifar10(tmp_path, cli_env):
     proc = bench("run", str(ROOT / "benchmarks" / "methods_cifar10_cpu.toml"), "--profile", "tiny", "--out", str(out),
                  "--data-root", str(CIFAR10.parent), env=cli_env)
     assert "### knn on cifar10[256]" in proc.stdout and "### linear on cifar10[256]" in proc.stdout
+
+
+def test_speedrun_tiny_profile_on_shapes(tmp_path, cli_env):
+    """The CPU speedrun file end to end (its tiny profile, on the embedded shapes instead of CIFAR-10): SimCLR and
+    the random-init floor both get a kNN row and the summary puts the pretraining time beside the accuracy."""
+    out = tmp_path / "s"
+    proc = bench("run", str(ROOT / "benchmarks" / "speedrun_cpu.toml"), "--profile", "tiny", "--out", str(out),
+                 "--set", "pretrain.dataset.name=shapes", env=cli_env)
+    summary = proc.stdout.split("### Summary", 1)[1].split("###", 1)[0]
+    assert "Pretrain time" in summary and "kNN top-1" in summary
+    assert "| SimCLR" in summary and "| Random init" in summary
+
+
+@pytest.mark.skipif(not CIFAR10.exists(), reason=f"needs CIFAR-10 at {CIFAR10} ($BENCH_DATA_ROOT or ../shared/data)")
+def test_speedrun_tiny_profile_on_real_cifar10(tmp_path, cli_env):
+    out = tmp_path / "s"
+    proc = bench("run", str(ROOT / "benchmarks" / "speedrun_cpu.toml"), "--profile", "tiny", "--out", str(out),
+                 "--data-root", str(CIFAR10.parent), env=cli_env)
+    assert "### knn on cifar10[64]" in proc.stdout

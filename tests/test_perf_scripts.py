@@ -17,11 +17,13 @@ def test_methods_perf_script_prints_a_row_per_method_with_flops(cli_env):
                            "simclr,rotnet", "--steps", "1", "--batch-size", "16", "--threads", "1"],
                           capture_output=True, text=True, env=cli_env, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in proc.stdout.splitlines()
-            if line.startswith("| ") and "method" not in line}
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+             if line.startswith("| ")]
+    header, body = table[0], table[1:]
+    rows = {cells[0]: dict(zip(header, cells)) for cells in body}
     assert set(rows) == {"simclr", "rotnet"}
-    for cells in rows.values():
-        images_per_s, gflop_per_img = float(cells[0]), float(cells[1])
-        assert images_per_s > 0 and gflop_per_img > 0
+    for row in rows.values():
+        assert float(row["images/s"]) > 0 and float(row["GFLOP/img"]) > 0
+        assert row["precision"] in ("fp32", "bf16")
     # RotNet's step runs the backbone on four rotations of one view, SimCLR's on two views: twice the work
-    assert float(rows["rotnet"][1]) == pytest.approx(2 * float(rows["simclr"][1]), rel=0.05)
+    assert float(rows["rotnet"]["GFLOP/img"]) == pytest.approx(2 * float(rows["simclr"]["GFLOP/img"]), rel=0.05)

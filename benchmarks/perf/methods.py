@@ -5,6 +5,7 @@ harness's own loop (:func:`ssl_bench.harness.pipeline.train.pretrain`: augmentat
 loss, backward, optimizer step, ``on_step_end``), on one backbone and batch size for all. FLOPs are
 counted by ``torch.utils.flop_counter.FlopCounterMode`` over one forward (the method's loss) and
 backward of a batch: matrix products and convolutions, not the augmentation's element-wise work.
+The step runs in ``--precision`` (as ``[pretrain] precision``; ``auto`` by default).
 Achieved FLOP/s is FLOPs per image times images per second. A method below 2/3 of SimCLR's FLOP/s is
 flagged: its step does more than its arithmetic says (a bug to find with torch.profiler, or a reason
 to state).
@@ -84,13 +85,13 @@ def measure(registry: Registry, name: str, args: argparse.Namespace, data: Image
     flops = flops_per_image(method, pipelines, data, args.batch_size, device)
     method, pipelines = build(registry, name, args.backbone, data)  # untouched weights for the timed run
     spec = PretrainSpec(dataset=DatasetRef(name="perf"), backbone=ComponentRef(name=args.backbone), epochs=1,
-                        batch_size=args.batch_size, checkpoint_every_steps=10**9)
+                        batch_size=args.batch_size, checkpoint_every_steps=10**9, precision=args.precision)
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.perf_counter()
         stats = pretrain(method, pipelines, data, spec, seed=0, device=device, workdir=Path(workdir),
                          progress=False)
         wall = time.perf_counter() - t0
-    return {"method": name, "images/s": stats.images_per_s, "GFLOP/img": flops / 1e9,
+    return {"method": name, "precision": stats.precision, "images/s": stats.images_per_s, "GFLOP/img": flops / 1e9,
             "GFLOP/s": flops * stats.images_per_s / 1e9, "steps": stats.steps, "wall s": wall}
 
 
@@ -98,6 +99,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, default=Path("data"))
     ap.add_argument("--backbone", default="convnet_small")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="as [pretrain] precision (default auto: bf16 where the device computes it natively)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per method (one epoch of them)")
     ap.add_argument("--methods", default="", help="comma-separated names (default: every method that trains)")

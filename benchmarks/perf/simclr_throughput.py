@@ -1,8 +1,11 @@
-"""SimCLR pretraining throughput: the harness's batched on-device augmentation vs a per-image PIL
-pipeline in a torch DataLoader, vs the model alone on pre-made tensors (the ceiling).
+"""SimCLR pretraining throughput: the harness (batched on-device augmentation and its step) vs a per-image
+PIL pipeline in a torch DataLoader feeding a plain float32 step, as a PIL-pipeline library trains, vs the
+harness's step alone on pre-made tensors (the ceiling).
 
-Same model (resnet18, ImageNet stem, at 32x32), batch, loss and optimizer step in all three; the
-augmentation recipe is the same too (random resized crop of scale (0.08, 1), flip, colour jitter
+Same model (resnet18, ImageNet stem, at 32x32), batch, loss and optimizer in all; the harness's step runs
+channels-last under autocast in the precision ``[pretrain] precision = "auto"`` resolves to (bf16 where the
+device computes it natively: pipeline/precision.py), the PIL path's in float32 NCHW. The augmentation recipe
+is the same too (random resized crop of scale (0.08, 1), flip, colour jitter
 (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2). The DataLoader is timed at num_workers 0, 1 and 2
 and its best is reported. On CUDA the script also reports augmentation's share of a step.
 
@@ -25,6 +28,7 @@ from torchvision import transforms as T
 
 from ssl_bench.harness.components import Batch, DataContext
 from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet, balanced_subset, normalize, to_float
+from ssl_bench.harness.pipeline.precision import autocast, channels_last, resolve_precision
 from ssl_bench.harness.plugins import load_registry
 
 
@@ -81,6 +85,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="the harness step's precision, as [pretrain] precision (default auto)")
     args = parser.parse_args()
     device = torch.device(args.device)
     _, registry = load_registry(load_entrypoints=False)
@@ -90,18 +96,25 @@ def main() -> None:
     bb = registry.get("backbones", args.backbone)
     method_cls = registry.get("methods", "simclr")
     method = method_cls(method_cls.Params(), bb(bb.Params()), num_classes=10).to(device)
-    if device.type == "cuda":
-        method.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9)
     aug_cls = registry.get("augmentations", "simclr")
     augment = aug_cls(aug_cls.Params(jitter_strength=0.5))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    precision = resolve_precision(args.precision, device)
+    labels = torch.zeros(args.batch_size, dtype=torch.long, device=device)
 
-    def train_step(v1: torch.Tensor, v2: torch.Tensor) -> None:
-        if device.type == "cuda":
-            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-        with autocast:
-            loss = method.loss(Batch(views=[v1, v2], labels=torch.zeros(len(v1), dtype=torch.long, device=device)))
+    def plain_step(v1: torch.Tensor, v2: torch.Tensor) -> None:
+        """A PIL-pipeline library's step: float32, contiguous (NCHW) tensors."""
+        method.to(memory_format=torch.contiguous_format)
+        loss = method.loss(Batch(views=[v1, v2], labels=labels))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def harness_step(v1: torch.Tensor, v2: torch.Tensor) -> None:
+        """The harness's step (pipeline/train.py): channels-last, autocast in the resolved precision."""
+        method.to(memory_format=torch.channels_last)
+        with autocast(precision, device):
+            loss = method.loss(Batch(views=channels_last([v1, v2]), labels=labels))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -117,10 +130,11 @@ def main() -> None:
 
     v1, v2 = harness_views()
     bs = args.batch_size
-    ceiling, ours = float("inf"), float("inf")
+    ceiling, plain_ceiling, ours = float("inf"), float("inf"), float("inf")
     for _ in range(2):  # interleaved, best of two: the first timings of a process run slow
-        ceiling = min(ceiling, timed(lambda: train_step(v1, v2), args.steps, args.warmup, device))
-        ours = min(ours, timed(lambda: train_step(*harness_views()), args.steps, args.warmup, device))
+        plain_ceiling = min(plain_ceiling, timed(lambda: plain_step(v1, v2), args.steps, args.warmup, device))
+        ceiling = min(ceiling, timed(lambda: harness_step(v1, v2), args.steps, args.warmup, device))
+        ours = min(ours, timed(lambda: harness_step(*harness_views()), args.steps, args.warmup, device))
     aug_only = timed(lambda: harness_views(), args.steps, args.warmup, device)
 
     pil = {}
@@ -131,7 +145,7 @@ def main() -> None:
 
         def pil_step(batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = batches) -> None:
             a, b = next(batches)
-            train_step(a.to(device, non_blocking=True), b.to(device, non_blocking=True))
+            plain_step(a.to(device, non_blocking=True), b.to(device, non_blocking=True))
 
         pil[workers] = min(timed(pil_step, args.steps // 2, args.warmup, device) for _ in range(2))
 
@@ -142,8 +156,9 @@ def main() -> None:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"SimCLR step, {args.backbone} at 32x32, batch {bs} (2 views), {name}")
-    print(f"  ceiling (model on pre-made tensors): {ips(ceiling):8.1f} images/s")
-    print(f"  harness (batched on-device aug):     {ips(ours):8.1f} images/s")
+    print(f"  float32 NCHW step on pre-made tensors:  {ips(plain_ceiling):8.1f} images/s")
+    print(f"  harness step ({precision}, channels-last) on pre-made tensors (ceiling): {ips(ceiling):8.1f} images/s")
+    print(f"  harness (batched on-device aug + its step): {ips(ours):8.1f} images/s")
     for w, s in pil.items():
         print(f"  PIL DataLoader, num_workers={w}:      {ips(s):8.1f} images/s")
     print(f"  harness / best PIL (workers={best_workers}): {pil[best_workers] / ours:.2f}x")

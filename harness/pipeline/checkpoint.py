@@ -13,27 +13,34 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from ssl_bench.harness.pipeline.online_probe import OnlineProbe
+
 REQUIRED_KEYS = ("method", "optimizer", "schedule", "stats", "step_losses")
+PROBE_KEY = "online_probe"
+"""The entry of a run that trains an online linear probe: its head and optimizer (there, and only there)."""
 
 
-def read_resumable(path: Path, method: nn.Module, device: torch.device) -> dict[str, Any] | None:
+def read_resumable(path: Path, method: nn.Module, device: torch.device,
+                   probe: OnlineProbe | None = None) -> dict[str, Any] | None:
     """The checkpoint at ``path`` if it is a well-formed resumable state of ``method``; else None.
 
     Args:
         path: the ``last.pt`` of a pretraining job (absent: None, silently).
         method: the freshly built method the state must fit (same state-dict keys and shapes).
         device: where the tensors are mapped.
+        probe: the run's online probe, whose state the checkpoint must then hold (and otherwise not).
     """
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        problem = _mismatch(state, method)
+        problem = _mismatch(state, method, probe)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is discarded the same way
         problem = f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
     if problem is None:
@@ -45,14 +52,15 @@ def read_resumable(path: Path, method: nn.Module, device: torch.device) -> dict[
     return None
 
 
-def _mismatch(state: Any, method: nn.Module) -> str | None:
+def _mismatch(state: Any, method: nn.Module, probe: OnlineProbe | None = None) -> str | None:
     """Why ``state`` is not a resumable state of ``method``, or None when it is."""
     if not isinstance(state, dict):
         return f"not a checkpoint (a {type(state).__name__}, not a dict)"
-    missing = [k for k in REQUIRED_KEYS if k not in state]
+    required = REQUIRED_KEYS + ((PROBE_KEY,) if probe is not None else ())
+    missing = [k for k in required if k not in state]
     if missing:
         return f"not a checkpoint of this harness (missing {', '.join(missing)})"
-    extra = sorted(set(state) - set(REQUIRED_KEYS))
+    extra = sorted(set(state) - set(required))
     if extra:
         return f"unexpected entries {', '.join(map(str, extra))}"
     expected = method.state_dict()
@@ -62,4 +70,4 @@ def _mismatch(state: Any, method: nn.Module) -> str | None:
     for name, tensor in expected.items():
         if not isinstance(saved[name], torch.Tensor) or saved[name].shape != tensor.shape:
             return f"its method state has another shape for {name}"
-    return None
+    return probe.mismatch(state[PROBE_KEY]) if probe is not None else None

@@ -40,6 +40,7 @@ from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.pipeline.budget import pretrain_memory_problem
 from ssl_bench.harness.pipeline.features import FeatureCache
 from ssl_bench.harness.pipeline.logs import counted, job_log, logger, progress_every_s
+from ssl_bench.harness.pipeline.online_probe import OnlineProbe
 from ssl_bench.harness.pipeline.plan import PretrainJob, ResolvedDataset
 from ssl_bench.harness.pipeline.train import PretrainStats, pretrain
 from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write_text
@@ -111,7 +112,7 @@ def write_job_spec(folder: RunFolder, job: PretrainJob, data_key: str) -> None:
 
 
 def save_encoder(folder: RunFolder, job: PretrainJob, backbone: nn.Module, stats: PretrainStats, *,
-                 data_key: str) -> None:
+                 data_key: str, probe: OnlineProbe | None = None) -> None:
     """Save the finished encoder of ``job`` as one unit: ``backbone``'s weights, ``stats`` and ``job.json``,
     each atomically, then the done marker listing them (so a unit without its marker is redone).
 
@@ -121,12 +122,15 @@ def save_encoder(folder: RunFolder, job: PretrainJob, backbone: nn.Module, stats
         backbone: its trained backbone (the state dict is saved).
         stats: what the pretraining reported.
         data_key: the ``ImageSet.key`` of the split it was trained on (recorded in ``job.json``).
+        probe: its online linear probe, whose head is saved beside the encoder (``online_head.pt``, part of
+            the unit) unless it trained none.
     """
     key = job.key
     atomic_torch_save(backbone.state_dict(), folder.encoder(key))
     atomic_write_text(folder.stats(key), json.dumps(stats.as_dict()))
     write_job_spec(folder, job, data_key)
-    unit = [folder.encoder(key), folder.stats(key), folder.job_spec(key)]
+    head = probe.save(folder.artifacts(key)) if probe is not None else None
+    unit = [folder.encoder(key), folder.stats(key), folder.job_spec(key)] + ([head] if head is not None else [])
     atomic_write_text(folder.done(key), json.dumps({"key": key, "files": {p.name: p.stat().st_size for p in unit}}))
 
 
@@ -142,12 +146,15 @@ def _train(run: Run, job: PretrainJob, folder_key: str, snapshots: list[Pretrain
                                 num_samples=len(train))
     checkpoint = run.folder.checkpoint(folder_key)  # what pretrain() writes in its workdir
     stats = PretrainStats()
-    if method_cls.trains and job.pretrain.epochs > 0:
+    trains = method_cls.trains and job.pretrain.epochs > 0
+    probe = (OnlineProbe(job.online_probe, method.backbone.feature_dim, train.num_classes, seed=job.seed,
+                         device=run.device) if trains and job.online_probe is not None else None)
+    if trains:
         with job_log(run.folder.text_log(folder_key)) if is_main() else contextlib.nullcontext():
-            stats = _pretrain_logged(run, job, method, train, folder_key, snapshots, stop_at)
+            stats = _pretrain_logged(run, job, method, train, folder_key, snapshots, stop_at, probe)
     if is_main():
         if stop_at is None:
-            save_encoder(run.folder, job, method.backbone, stats, data_key=train.key)
+            save_encoder(run.folder, job, method.backbone, stats, data_key=train.key, probe=probe)
             run.pm.hook.bench_job_finished(job=job, result={"status": "ok", "stats": stats.as_dict()})
         checkpoint.unlink(missing_ok=True)
     barrier()
@@ -155,7 +162,7 @@ def _train(run: Run, job: PretrainJob, folder_key: str, snapshots: list[Pretrain
 
 
 def _pretrain_logged(run: Run, job: PretrainJob, method: Method, train: ImageSet, folder_key: str,
-                     snapshots: list[PretrainJob], stop_at: int | None) -> PretrainStats:
+                     snapshots: list[PretrainJob], stop_at: int | None, probe: OnlineProbe | None) -> PretrainStats:
     """The training part of :func:`_train`: the memory check, the loop with its lines and step events."""
     label = f"{job.label} seed {job.seed}"
     problem = pretrain_memory_problem(train, job.pretrain.batch_size // world_size(), len(method.views), method,
@@ -168,8 +175,8 @@ def _pretrain_logged(run: Run, job: PretrainJob, method: Method, train: ImageSet
     log(f"{'resuming' if resumed else 'pretraining'} {label} "
         f"({counted(job.pretrain.epochs, 'epoch')} of {job.dataset.display} on {run.device})")
     log(f"  artifacts in {workdir}", logging.DEBUG)
-    saves = {s.snapshot_step: functools.partial(save_encoder, run.folder, s, method.backbone, data_key=train.key)
-             for s in snapshots}
+    saves = {s.snapshot_step: functools.partial(save_encoder, run.folder, s, method.backbone, data_key=train.key,
+                                                probe=probe) for s in snapshots}
     desc = f"{job.label} s{job.seed}"
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -179,7 +186,7 @@ def _pretrain_logged(run: Run, job: PretrainJob, method: Method, train: ImageSet
     meter = LoadMeter(threads=torch.get_num_threads()).start()
     stats = pretrain(method, pipelines, train, job.pretrain, seed=job.seed, device=run.device,
                      workdir=workdir, progress=run.progress, desc=desc, snapshots=saves, stop_at=stop_at,
-                     on_step=on_step, progress_every_s=None if run.progress else progress_every_s())
+                     on_step=on_step, progress_every_s=None if run.progress else progress_every_s(), probe=probe)
     load = meter.stop()
     stats.threads, stats.load_others, stats.contended = load.threads, load.others, load.contended
     if load.contended:

@@ -24,6 +24,10 @@ part changed (:mod:`~ssl_bench.harness.record.staleness`).
 
 A method that reads labels (:attr:`~ssl_bench.harness.components.Method.uses_labels`, the supervised
 baseline) never trains on the validation rows that choose hyper-parameters (:class:`Holdout`).
+
+An evaluation whose evaluator scores an online probe (``Evaluator.online_probe``: ``online_linear``) has every
+pretraining that takes optimizer steps train one (:attr:`PretrainJob.online_probe`, in its key only then, so a
+plan without one keeps every key); an untrained encoder gets no such evaluation, and its dry-run line says so.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from ssl_bench.harness.pipeline.code_fingerprint import (
     CodeParts,
     job_parts,
 )
+from ssl_bench.harness.pipeline.online_probe import OnlineProbeSpec
 from ssl_bench.harness.pipeline.specs import (
     BenchmarkSpec,
     ComponentRef,
@@ -56,6 +61,9 @@ from ssl_bench.harness.pipeline.specs import (
     resolve,
 )
 from ssl_bench.harness.plugins import Registry, harness_version
+
+ONLINE_PROBE_MODULE = "ssl_bench.harness.pipeline.online_probe"
+"""The online probe's code: in the code fingerprint of a pretraining that trains one (and of no other)."""
 
 
 def content_key(payload: dict[str, Any]) -> str:
@@ -159,6 +167,11 @@ class PretrainJob:
     keyed: dict[str, Any] = field(default_factory=dict, compare=False)
     """What the key hashes, spelled out (a sweep's: its cells'; a snapshot's: its run's), so a changed key
     can be explained."""
+    online_probe: OnlineProbeSpec | None = None
+    """The online linear probe its pretraining trains beside the method (the plan has an online evaluation
+    and the method trains); in the key only when set, so plans without one keep their keys."""
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """What the dry run says about it beyond its line (an online evaluation it gets none of)."""
 
     def record(self) -> dict[str, Any]:
         """The fully resolved spec of this job as JSON-ready data (its ``job.json``): key, kind, the
@@ -174,7 +187,8 @@ class PretrainJob:
                 "snapshot_of": self.snapshot_of.key if self.snapshot_of is not None else None,
                 "snapshot_step": self.snapshot_step, "harness": harness_version(), "code": dict(self.code),
                 "holdout": self.holdout.payload() if self.holdout is not None else None,
-                "key_payload": self.keyed}
+                "key_payload": self.keyed} | (
+                    {"online_probe": self.online_probe.payload()} if self.online_probe is not None else {})
 
     def describe(self) -> str:
         """One line of ``bench run --dry-run``."""
@@ -186,8 +200,11 @@ class PretrainJob:
             return (f"select   {self.key}  {self.label} seed={self.seed}: best of {len(self.candidates)} by "
                     f"{self.pretrain.select} on validation data")
         cell = "".join(f" {k}={v}" for k, v in self.hparams)
+        probe = f" online_probe(lr={self.online_probe.lr})" if self.online_probe is not None else ""
+        notes = "".join(f" ({note})" for note in self.notes)
         return (f"pretrain {self.key}  {self.label} seed={self.seed} on {self.dataset.display} "
-                f"backbone={self.backbone.name} epochs={self.pretrain.epochs} batch={self.pretrain.batch_size}{cell}")
+                f"backbone={self.backbone.name} epochs={self.pretrain.epochs} batch={self.pretrain.batch_size}{cell}"
+                f"{probe}{notes}")
 
     def all_jobs(self) -> list[PretrainJob]:
         """The sweep's cells and then this job, or just this job."""
@@ -323,6 +340,8 @@ class _Evaluation:
     targets: tuple[ResolvedDataset, ...]
     code: tuple[CodeParts, ...]
     """The code fingerprint of an evaluation of each target (evaluator, dataset, :data:`EVAL_MODULES`)."""
+    online: bool = False
+    """Its evaluator scores the online probe (``Evaluator.online_probe``): only encoders that trained one."""
 
     @property
     def sweeps(self) -> bool:
@@ -343,15 +362,39 @@ def _evaluation(spec: BenchmarkSpec, registry: Registry, source: str, j: int) ->
                         f"'{ev.name}' scores class labels: name a labelled dataset in evaluations[{j}].datasets")
         targets.append(target)
     code = tuple(job_parts([cls, registry.get("datasets", t.name)], EVAL_MODULES) for t in targets)
-    return _Evaluation(evaluator, grid, ev.metric or cls.selection_metric, tuple(targets), code)
+    return _Evaluation(evaluator, grid, ev.metric or cls.selection_metric, tuple(targets), code, cls.online_probe)
+
+
+def online_probe_of(spec: BenchmarkSpec, registry: Registry, source: str) -> tuple[OnlineProbeSpec | None, list[str]]:
+    """The online probe the plan's pretrainings train (None: no evaluation is online) and the online evaluations.
+
+    Raises:
+        SpecError: two online evaluations ask for different probes (a pretraining trains one).
+    """
+    probe: OnlineProbeSpec | None = None
+    names: list[str] = []
+    for j, ev in enumerate(spec.evaluations):
+        if not registry.get("evaluators", ev.name).online_probe:
+            continue
+        params = resolve(registry, "evaluators", ComponentRef(name=ev.name, params=ev.params), source,
+                         f"evaluations[{j}]")
+        mine = OnlineProbeSpec.of(params)
+        if probe is not None and mine != probe:
+            raise SpecError(source, f"evaluations[{j}].params", f"'{ev.name}' asks for another online probe than "
+                            f"an earlier online evaluation ({probe.payload()}); a pretraining trains one")
+        probe = mine
+        names.append(ev.name)
+    return probe, list(dict.fromkeys(names))
 
 
 def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int, pre: PretrainSpec,
-                   fingerprint: Fingerprint, swept: Callable[[], list[ResolvedDataset]]) -> list[PretrainJob]:
+                   fingerprint: Fingerprint, swept: Callable[[], list[ResolvedDataset]],
+                   online: tuple[OnlineProbeSpec | None, list[str]] = (None, [])) -> list[PretrainJob]:
     """The pretraining jobs of method ``i`` at one point of the axes: a job per seed (with its sweep cells).
 
     ``swept()`` lists the target datasets evaluations carve validation rows from (see :class:`Holdout`);
-    it is asked only for a method that reads labels.
+    it is asked only for a method that reads labels. ``online``: the plan's online probe and its evaluations
+    (:func:`online_probe_of`); a job that takes optimizer steps trains the probe, another gets a note instead.
     """
     m = spec.methods[i]
     method = _resolve(registry, "methods", ComponentRef(name=m.name, params=m.params), source, f"methods[{i}]")
@@ -372,7 +415,11 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
     if trains:  # an untrained method reads no views and learns nothing from the data
         classes += [registry.get("augmentations", r.name) for r in views.values()]
         classes.append(registry.get("datasets", dataset.name))
-    code = job_parts(classes, PRETRAIN_MODULES if trains else UNTRAINED_MODULES)
+    probe = online[0] if trains and pre.epochs > 0 else None
+    probe_code = (ONLINE_PROBE_MODULE,) if probe is not None else ()  # only then: other keys stay as they were
+    code = job_parts(classes, PRETRAIN_MODULES + probe_code if trains else UNTRAINED_MODULES)
+    notes = (f"no {', '.join(online[1])}: {'an untrained encoder' if not trains else 'no pretraining steps'}, "
+             "no online head",) if online[0] is not None and probe is None else ()
 
     def holdout(cell: bool) -> Holdout | None:
         if not (trains and method_cls.uses_labels):
@@ -382,7 +429,7 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
         return Holdout(spec.val_fraction, unique) if unique else None
 
     def make_job(seed: int, spec_: PretrainSpec, cell: dict[str, float], kind: JobKind) -> PretrainJob:
-        budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule"})
+        budget = spec_.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "schedule", "precision"})
         budget["views"] = {v: r.payload() for v, r in views.items()}
         payload = {"kind": "pretrain", "method": method.payload(), "dataset": dataset.payload(),
                    "backbone": backbone.payload(), "budget": budget if trains else {}, "seed": seed,
@@ -390,9 +437,11 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
         inputs = method_cls.fingerprint(method.params)
         held = holdout(kind == "cell")
         keyed = (payload | ({"inputs": inputs} if inputs else {}) | ({"data": data} if data else {})
-                 | ({"holdout": held.payload()} if held is not None else {}))
+                 | ({"holdout": held.payload()} if held is not None else {})
+                 | ({"online_probe": probe.payload()} if probe is not None else {}))
         return PretrainJob(content_key(keyed), method, m.label or m.name, seed, dataset, backbone, views, spec_,
-                           kind=kind, hparams=tuple(cell.items()), data=data, holdout=held, code=code, keyed=keyed)
+                           kind=kind, hparams=tuple(cell.items()), data=data, holdout=held, code=code, keyed=keyed,
+                           online_probe=probe, notes=notes)
 
     for seed in spec.seeds:
         if not cells:
@@ -411,7 +460,8 @@ def _pretrain_jobs(spec: BenchmarkSpec, registry: Registry, source: str, i: int,
         keyed = {"kind": "select", "candidates": [c.keyed for c in candidates], "select": pre.select,
                  "val_fraction": spec.val_fraction}
         jobs.append(PretrainJob(key, method, m.label or m.name, seed, dataset, backbone, views, pre, kind="select",
-                                candidates=candidates, data=data, code=code, keyed=keyed))
+                                candidates=candidates, data=data, code=code, keyed=keyed, online_probe=probe,
+                                notes=notes))
     return jobs
 
 
@@ -439,15 +489,18 @@ def make_plan(spec: BenchmarkSpec, registry: Registry, source: str = "benchmark"
     def swept() -> list[ResolvedDataset]:
         return [t for e in evaluations() if e.sweeps for t in e.targets]
 
+    online = online_probe_of(spec, registry, source)
     for i in range(len(spec.methods)):
         for pre in axis_points(method_pretrain(spec, i, source)):
             known = {j.key for j in pretrain_jobs}  # axes an untrained method ignores collapse into one job
-            pretrain_jobs += [j for j in _pretrain_jobs(spec, registry, source, i, pre, fingerprint, swept)
+            pretrain_jobs += [j for j in _pretrain_jobs(spec, registry, source, i, pre, fingerprint, swept, online)
                               if j.key not in known]
     for e in evaluations():
         for target, code in zip(e.targets, e.code):
             target_data = (fingerprint(target, "train"), fingerprint(target, "test"))
             for job in pretrain_jobs:
+                if e.online and job.online_probe is None:
+                    continue  # no online head to score (random init): the job's dry-run line says so
                 payload = {"kind": "eval", "benchmark": spec.name, "pretrain": job.key, "label": job.label,
                            "evaluator": e.evaluator.payload(), "dataset": target.payload(), "grid": e.grid,
                            "metric": e.metric, "val_fraction": spec.val_fraction, "harness": harness_version(),

@@ -28,6 +28,7 @@ from ssl_bench.harness.errors import BenchError, DiskFullError
 from ssl_bench.harness.pipeline.encoders import ensure_pretrained, load_encoder, log, winner_of
 from ssl_bench.harness.pipeline.features import FeatureCache
 from ssl_bench.harness.pipeline.logs import plan_clock
+from ssl_bench.harness.pipeline.online_probe import HEAD_FILE, read_head
 from ssl_bench.harness.pipeline.plan import EvalJob, Plan, PretrainJob, ResolvedDataset, evaluator_titles
 from ssl_bench.harness.pipeline.specs import BenchmarkSpec
 from ssl_bench.harness.pipeline.sweep import sweep_and_test
@@ -217,11 +218,12 @@ def evaluate(run: Run, job: EvalJob, source: PretrainJob, encoder: nn.Module, fe
     features.register_source(train)
     features.register_source(test)
     evaluator = run.registry.get("evaluators", job.evaluator.name)(job.evaluator.params)
+    head = read_head(run.folder.artifacts(source.key) / HEAD_FILE) if evaluator.online_probe else None
 
     def make_task(fit: ImageSet, target: ImageSet) -> EvalTask:
         return EvalTask(encoder=encoder, fit=fit, target=target, num_classes=train.num_classes,
                         features=features, device=run.device, seed=job.pretrain.seed,
-                        out_dir=run.folder.evaluation(job.key))
+                        out_dir=run.folder.evaluation(job.key), online_head=head)
 
     outcome = sweep_and_test(evaluator, make_task, train, test, job.grid, metric=job.metric,
                              val_fraction=job.val_fraction, seed=job.pretrain.seed,

@@ -118,6 +118,9 @@ class PretrainSpec(Spec):
     on a validation split of the pretraining dataset is the encoder that gets evaluated."""
     select: str = "knn.top1"
     """``<evaluator>.<metric>`` that picks the winner of a pretraining sweep (evaluator defaults)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``bf16`` (mixed precision under autocast), ``fp32``, or ``auto``: bf16 where the device computes it
+    natively (CUDA; a CPU with AVX512-BF16 or AMX), else fp32 (pipeline/precision.py)."""
     checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50
     """Steps between resumable checkpoints (not part of the job key: it does not change results)."""
     axes: dict[Literal["batch_size", "epochs", "train_size"], list[Annotated[int, Field(gt=0)]]] = {}
@@ -440,11 +443,16 @@ def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) ->
                 raise SpecError(source, f"{where}.select",
                                 f"expected '<evaluator>.<metric>' with a registered evaluator "
                                 f"({', '.join(registry.names('evaluators'))}), got '{pre.select}'")
+            if registry.get("evaluators", evaluator).online_probe:
+                raise SpecError(source, f"{where}.select", f"'{evaluator}' scores a head trained beside "
+                                "pretraining, on the very rows a sweep validates on; select by another evaluator")
         resolve(registry, "backbones", pre.backbone, source, f"{where}.backbone")
     for j, evaluation in enumerate(spec.evaluations):
         resolve(registry, "evaluators", ComponentRef(name=evaluation.name, params=evaluation.params), source,
                 f"evaluations[{j}]")
         evaluator_cls = registry.get("evaluators", evaluation.name)
+        if evaluator_cls.online_probe:
+            check_online_evaluation(spec, registry, source, j)
         allowed = set(evaluator_cls.search_space) | set(evaluator_cls.sweepable)
         for key in evaluation.sweep:
             if key not in allowed:
@@ -453,3 +461,30 @@ def validate_components(spec: BenchmarkSpec, registry: Registry, source: str) ->
                                 f"it sweeps: {', '.join(sorted(allowed)) or '(nothing)'}")
         for k, ds in enumerate(eval_datasets(spec, evaluation)):
             resolve(registry, "datasets", ds, source, f"evaluations[{j}].datasets[{k}]")
+
+
+def check_online_evaluation(spec: BenchmarkSpec, registry: Registry, source: str, j: int) -> None:
+    """Refuse what an online-probe evaluation (``Evaluator.online_probe``, e.g. ``online_linear``) cannot do:
+    sweep (its head is trained beside pretraining, with ``params.lr``), or score a dataset other than the one
+    the methods pretrain on (the head's classes are the pretraining dataset's).
+
+    Raises:
+        SpecError: naming ``evaluations[j].sweep`` or the target dataset of ``evaluations[j]``.
+    """
+    evaluation = spec.evaluations[j]
+    name = evaluation.name
+    if evaluation.sweep:
+        raise SpecError(source, f"evaluations[{j}].sweep", f"'{name}' scores the head trained beside pretraining "
+                        "with its params.lr; it has nothing to sweep (remove the sweep table, set params.lr)")
+    for k, ds in enumerate(eval_datasets(spec, evaluation)):
+        loc = f"evaluations[{j}].datasets" + (f"[{k}]" if evaluation.datasets else "")
+        target = resolve(registry, "datasets", ds, source, loc)
+        for i, method in enumerate(spec.methods):
+            if not registry.get("methods", method.name).trains:
+                continue
+            pre = method_pretrain(spec, i, source).dataset
+            where = f"methods[{i}].pretrain.dataset" if method.pretrain.get("dataset") else "pretrain.dataset"
+            if ds.name != pre.name or target != resolve(registry, "datasets", pre, source, where):
+                raise SpecError(source, loc, f"'{name}' scores the online head, trained on the pretraining "
+                                f"dataset's classes: its dataset must be {where} ('{pre.name}' with the same "
+                                f"params), got '{ds.name}'")

@@ -2,7 +2,7 @@
 
 A probe builds the job's method (its backbone, heads, view pipelines and optimizer) afresh and takes
 real training steps, as :func:`~ssl_bench.harness.pipeline.train.pretrain` does (views made on the
-device, bf16 autocast and channels-last on CUDA), on random uint8 images of the training set's shape.
+device, the job's precision, channels-last), on random uint8 images of the training set's shape.
 A step costs a fixed part (launching the work, the optimizer over every parameter) and a part per
 image, so the probe times a few batch sizes, from small to the job's, within a budget of seconds
 (:data:`PROBE_S` per configuration, :data:`PROBE_TOTAL_S` for a plan), and reads the job's batch off
@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,6 +25,7 @@ from ssl_bench.harness.data import ImageSet, normalize, to_float
 from ssl_bench.harness.pipeline.encoders import build_backbone
 from ssl_bench.harness.pipeline.optim import build_optimizer
 from ssl_bench.harness.pipeline.plan import PretrainJob, content_key
+from ssl_bench.harness.pipeline.precision import autocast, channels_last, resolve_precision
 
 if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.runner import Run
@@ -89,14 +90,13 @@ def time_steps(run: Run, job: PretrainJob, data: ImageSet, batch: int, budget_s:
     torch.manual_seed(0)
     method = instantiate_method(method_cls, job.method.params, build_backbone(run, job),
                                 num_classes=max(1, data.num_classes), num_samples=len(data)).to(device)
-    if cuda:
-        method.to(memory_format=torch.channels_last)
+    method.to(memory_format=torch.channels_last)
+    precision = resolve_precision(job.pretrain.precision, device)
     method.train()
     pipelines = {view: run.registry.get("augmentations", r.name)(r.params) for view, r in job.views.items()}
     optimizer = build_optimizer(job.pretrain.optimizer, method)
     images = torch.randint(0, 256, (batch, *data.images.shape[1:]), dtype=torch.uint8, device=device)
     labels = torch.randint(0, max(1, data.num_classes), (batch,), device=device)
-    autocast: Any = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
 
     def step(b: int) -> float:
         if cuda:
@@ -104,10 +104,8 @@ def time_steps(run: Run, job: PretrainJob, data: ImageSet, batch: int, budget_s:
         t0 = time.perf_counter()
         g = torch.Generator(device=device).manual_seed(b)
         x = to_float(images[:b])
-        views = [normalize(pipelines[name](x, generator=g)) for name in method.views]
-        if cuda:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        with autocast:
+        views = channels_last([normalize(pipelines[name](x, generator=g)) for name in method.views])
+        with autocast(precision, device):
             loss = method.loss(Batch(views=views, labels=labels[:b], indices=torch.arange(b, device=device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

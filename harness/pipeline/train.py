@@ -29,7 +29,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,9 @@ from ssl_bench.harness.data import ImageSet, normalize, to_float
 from ssl_bench.harness.errors import BenchError, UsageError
 from ssl_bench.harness.pipeline.checkpoint import read_resumable
 from ssl_bench.harness.pipeline.logs import counted, log_every_steps
+from ssl_bench.harness.pipeline.online_probe import OnlineProbe
 from ssl_bench.harness.pipeline.optim import build_optimizer, build_schedule
+from ssl_bench.harness.pipeline.precision import autocast, channels_last, resolve_precision
 from ssl_bench.harness.pipeline.progress import OnStep, StepReporter
 from ssl_bench.harness.pipeline.specs import PretrainSpec
 from ssl_bench.harness.record.atomic import atomic_torch_save
@@ -80,6 +81,8 @@ class PretrainStats:
     """Cores other processes kept busy on average while it trained (see scale/machine.py)."""
     contended: bool = False
     """The timing was taken on a busy machine: ``train_s`` and ``images_per_s`` are not quiet figures."""
+    precision: str = ""
+    """What the steps computed in, ``fp32`` or ``bf16`` (pipeline/precision.py; empty: not recorded)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,6 +185,7 @@ def pretrain(
     stop_at: int | None = None,
     on_step: OnStep | None = None,
     progress_every_s: float | None = None,
+    probe: OnlineProbe | None = None,
 ) -> PretrainStats:
     """Train ``method`` on ``data`` for ``spec.epochs`` epochs, resuming from ``workdir/last.pt``.
 
@@ -203,6 +207,9 @@ def pretrain(
             named term, ``lr``, ``images_per_s``, ``epoch`` (see the ``bench_step_logged`` hook).
         progress_every_s: without a bar (``progress`` False), log one progress line on rank 0 at most
             this often (seconds); None: no lines.
+        probe: an online linear probe to train on the backbone's detached first-view features each step
+            (:mod:`~ssl_bench.harness.pipeline.online_probe`; it changes nothing of the method's training),
+            checkpointed with the method.
     """
     n = len(data)
     batch_size = min(spec.batch_size, n)
@@ -213,10 +220,8 @@ def pretrain(
     local = batch_size // world
     steps_per_epoch = n // batch_size
     total = spec.epochs * steps_per_epoch
-    cuda = device.type == "cuda"
-    method.to(device)
-    if cuda:
-        method.to(memory_format=torch.channels_last)
+    method.to(device).to(memory_format=torch.channels_last)
+    precision = resolve_precision(spec.precision, device)
     loss_of: Any = method.loss
     if world > 1:
         loss_of = distributed_loss(method, device, sync_batchnorm=sync_batchnorm_requested())
@@ -228,21 +233,25 @@ def pretrain(
         raise UsageError(f"{desc}: pretrain.snapshot_steps {beyond} lie beyond the run's {counted(total, 'step')} "
                          f"({counted(spec.epochs, 'epoch')} of {steps_per_epoch})")
     end = total if stop_at is None else min(stop_at, total)
-    stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size)
+    stats = PretrainStats(steps_per_epoch=steps_per_epoch, batch_size=batch_size, precision=precision)
     step_losses: list[Tensor] = []
     ckpt_path = workdir / CHECKPOINT
-    state = read_resumable(ckpt_path, method, device)
+    state = read_resumable(ckpt_path, method, device, probe)
     if state is not None:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         stats = PretrainStats(**state["stats"])
+        stats.precision = precision
         stats.resumed_from_step = stats.steps
         step_losses = [torch.tensor(v) for v in state["step_losses"]]
+        if probe is not None:
+            probe.load_state_dict(state["online_probe"])
 
     images, labels = (data.images if data.mapped else data.images.to(device)), data.labels.to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     method.train()
+    if probe is not None:
+        probe.attach(method.backbone)
     bar = tqdm(total=total, initial=stats.steps, desc=desc, unit="step", disable=not progress,
                leave=False, mininterval=0.5, dynamic_ncols=True)
     order = None
@@ -261,11 +270,13 @@ def pretrain(
         idx = order[rows]
         x = to_float(data.batch(host_order[rows], device) if data.mapped else images[idx])
         g = torch.Generator(device=device).manual_seed(rank_seed(seed, step, me))
-        views = [normalize(pipelines[name](x, generator=g)) for name in method.views]
-        if cuda:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        with autocast:
+        views = channels_last([normalize(pipelines[name](x, generator=g)) for name in method.views])
+        if probe is not None:
+            probe.expect(views[0])
+        with autocast(precision, device):
             out = loss_of(Batch(views=views, labels=labels[idx], indices=idx))
+        if probe is not None:  # outside autocast: the head's loss is float32
+            probe.step(labels[idx])
         loss, terms = _checked_parts(out, loss_of.module.terms if world > 1 else None, method.name, desc)
         step_losses.append(loss.detach().float())
         unchecked += 1
@@ -296,9 +307,11 @@ def pretrain(
         if stats.steps in snapshots and is_main():
             snapshots[stats.steps](_timed_copy(stats, t0, steps_this_session))
         if stats.steps % spec.checkpoint_every_steps == 0 and stats.steps < end and is_main():
-            _checkpoint(ckpt_path, method, optimizer, schedule, stats, step_losses, t0, steps_this_session)
+            _checkpoint(ckpt_path, method, optimizer, schedule, stats, step_losses, t0, steps_this_session, probe)
     bar.close()
-    if cuda:
+    if probe is not None:
+        probe.detach()
+    if device.type == "cuda":
         torch.cuda.synchronize()
     _account_time(stats, t0, steps_this_session)
     return stats
@@ -388,8 +401,10 @@ def _timed_copy(stats: PretrainStats, t0: float, steps_this_session: int) -> Pre
 
 
 def _checkpoint(path: Path, method: Method, optimizer: torch.optim.Optimizer, schedule: Any,
-                stats: PretrainStats, step_losses: list[Tensor], t0: float, steps_this_session: int) -> None:
+                stats: PretrainStats, step_losses: list[Tensor], t0: float, steps_this_session: int,
+                probe: OnlineProbe | None = None) -> None:
     snapshot = _timed_copy(stats, t0, steps_this_session)
+    extra = {"online_probe": probe.state_dict()} if probe is not None else {}
     atomic_torch_save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
                        "schedule": schedule.state_dict(), "stats": snapshot.as_dict(),
-                       "step_losses": [float(v) for v in step_losses[-snapshot.steps_per_epoch:]]}, path)
+                       "step_losses": [float(v) for v in step_losses[-snapshot.steps_per_epoch:]]} | extra, path)

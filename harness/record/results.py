@@ -30,12 +30,13 @@ if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.sweep import SweepOutcome
     from ssl_bench.harness.pipeline.train import PretrainStats
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it.
 3: the machine's state while the encoder trained (``pretrain_threads``, ``pretrain_load_others``,
-``pretrain_contended``) and the fully resolved job spec (``job_spec``, JSON)."""
+``pretrain_contended``) and the fully resolved job spec (``job_spec``, JSON).
+4: ``pretrain_precision``, what the encoder's steps computed in (``fp32`` or ``bf16``)."""
 ADDED = {"pretrain_total_steps": 2, "pretrain_threads": 3, "pretrain_load_others": 3, "pretrain_contended": 3,
-         "job_spec": 3}
+         "job_spec": 3, "pretrain_precision": 4}
 """Column -> the schema version that added it: a file of an older version lacks it and reads as None."""
 
 SCHEMA = pa.schema([
@@ -57,6 +58,7 @@ SCHEMA = pa.schema([
     ("pretrain_threads", pa.int32()),        # torch threads the encoder trained with (0: not recorded)
     ("pretrain_load_others", pa.float64()),  # cores other processes kept busy meanwhile (scale/machine.py)
     ("pretrain_contended", pa.bool_()),      # that load made the timing untrustworthy
+    ("pretrain_precision", pa.string()),     # fp32 or bf16 (pipeline/precision.py; '' when not trained)
     ("pretrain_final_loss", pa.float64()),
     ("pretrain_epoch_losses", pa.list_(pa.float64())),
     ("evaluator", pa.string()),
@@ -107,7 +109,7 @@ def result_rows(job: EvalJob, source: PretrainJob, stats: PretrainStats, outcome
         "pretrain_batch_size": stats.batch_size or p.pretrain.batch_size,
         "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
         "pretrain_threads": stats.threads, "pretrain_load_others": stats.load_others,
-        "pretrain_contended": stats.contended,
+        "pretrain_contended": stats.contended, "pretrain_precision": stats.precision,
         "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
         "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
         "dataset": job.dataset.display,

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor, nn
-from torchvision import models
 
 from ssl_bench.harness import Backbone, hookimpl
 from ssl_bench.harness import Params as BaseParams
@@ -28,6 +27,9 @@ class ResNetParams(BaseParams):
 
 def build_resnet(arch: str, params: ResNetParams, *, cifar_stem: bool) -> nn.Module:
     """A torchvision ResNet without weights or classifier: (B, 3, H, W) -> (B, 512 or 2048)."""
+    # imported here, not at the top: importing torchvision takes about a second
+    from torchvision import models
+
     net: nn.Module = getattr(models, arch)(weights=None, zero_init_residual=params.zero_init_residual)
     if cifar_stem:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)

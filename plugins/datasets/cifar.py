@@ -20,7 +20,6 @@ from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field
-from torchvision import datasets as tv_datasets
 
 from ssl_bench.harness import (
     DataContext,
@@ -81,6 +80,9 @@ def load_cifar(name: str, split: str, params: CifarParams, ctx: DataContext) -> 
     if split not in ("train", "test"):
         raise DataError(f"{name}: unknown split '{split}'; available: train, test")
     classes, label_column = (CIFAR10_CLASSES, "label") if name == "cifar10" else (CIFAR100_CLASSES, "fine_label")
+    # imported here, not at the top: importing torchvision takes about a second
+    from torchvision import datasets as tv_datasets
+
     tv_cls, folder = {
         "cifar10": (tv_datasets.CIFAR10, "cifar-10-batches-py"),
         "cifar100": (tv_datasets.CIFAR100, "cifar-100-python"),

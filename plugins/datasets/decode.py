@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from ssl_bench.harness import (
     DataError,
@@ -163,6 +162,9 @@ def decode_blob(blob: bytes, where: str) -> Tensor:
     if not blob:
         raise DataError(f"{where}: no image bytes")
     check_header(blob, where)
+    # imported here, not at the top: importing torchvision takes about a second
+    from torchvision.io import ImageReadMode, decode_image
+
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates torchvision.io in favour of torchcodec
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -221,6 +223,9 @@ def decode_images(blobs: Sequence[bytes | None], where: Callable[[int], str], im
 def _decode_chunk(blobs: Sequence[bytes | None], start: int, size: int, where: Callable[[int], str],
                   skipped: list[int] | None) -> list[Tensor]:
     """Decode rows ``start:start + size``: all-JPEG chunks in one native call, else image by image."""
+    # imported here, not at the top: importing torchvision takes about a second
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     chunk = blobs[start : start + size]
     if all(blob and blob[:2] == b"\xff\xd8" and _header_ok(blob) for blob in chunk):
         try:

@@ -13,7 +13,6 @@ from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field
-from sklearn.datasets import load_digits
 
 from ssl_bench.harness import (
     DataContext,
@@ -51,6 +50,8 @@ class Digits(Dataset):
         """Return ``split``: uint8 images (N, 3, image_size, image_size), int64 labels (N,) in 0..9."""
         if split not in self.splits:
             raise DataError(f"digits: unknown split '{split}'; available: {', '.join(self.splits)}")
+        from sklearn.datasets import load_digits  # here, not at import: sklearn takes a second to import
+
         bunch = load_digits()
         raw = torch.from_numpy(bunch.images).float()  # (1797, 8, 8), levels 0..16
         images = (raw * (255 / 16)).round().clamp(0, 255).to(torch.uint8)[:, None]  # (N, 1, 8, 8)

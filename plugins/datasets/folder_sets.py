@@ -26,8 +26,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.datasets.utils import download_and_extract_archive
-
 from ssl_bench.harness import DataContext, DataError, Dataset, ImageSet, file_fingerprint, hookimpl
 from ssl_bench.plugins.datasets.imagefolder import FolderOptions, list_split, load_image_folder
 from ssl_bench.plugins.datasets.named import (
@@ -105,6 +103,9 @@ def load_folder_set(spec: FolderSpec, split: str, p: FolderSetParams, ctx: DataC
     folder = _locate(spec, ctx.root)
     if folder is None and spec.url is not None and (p.download or ctx.download):
         try:
+            # imported here, not at the top: importing torchvision takes about a second
+            from torchvision.datasets.utils import download_and_extract_archive
+
             download_and_extract_archive(spec.url, download_root=str(ctx.root / spec.name))
         except (OSError, RuntimeError, ValueError) as exc:
             raise DataError(f"{spec.name}: cannot download {spec.url} into {ctx.root / spec.name}: {exc}") from exc

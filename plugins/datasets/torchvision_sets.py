@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision import datasets as tv_datasets
 
 from ssl_bench.harness import (
     DataContext,
@@ -148,6 +147,9 @@ def load_torchvision(spec: Spec, split: str, p: NamedParams, ctx: DataContext) -
         raise missing_data(spec.name, split, ctx.root, list(spec.layouts), "torchvision layout", spec.no_download)
     kwargs = {**spec.layouts[layout], **spec.splits.get(split, {})}
     try:
+        # imported here, not at the top: importing torchvision takes about a second
+        from torchvision import datasets as tv_datasets
+
         ds = getattr(tv_datasets, spec.tv_class)(root=str(ctx.root / spec.root), download=download, **kwargs)
     except (RuntimeError, OSError, ValueError, KeyError, IndexError, ImportError) as exc:
         raise DataError(f"{spec.name}: cannot {'download or ' if download else ''}read the torchvision layout "

@@ -15,17 +15,18 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import torch
 from pydantic import Field
 from torch import Tensor
-from torchvision.models.detection import FasterRCNN
 
 from ssl_bench.harness import DataError, EvalTask, Evaluator, ImageSet, hookimpl, normalize, to_float
 from ssl_bench.harness import Params as BaseParams
 from ssl_bench.plugins.evaluators.detection_metrics import METRICS, box_ap
-from ssl_bench.plugins.evaluators.detection_model import build_detector
+
+if TYPE_CHECKING:
+    from torchvision.models.detection import FasterRCNN
 
 WARMUP_FACTOR = 0.001
 """The lr's share at step 0 of the linear warm-up [3]."""
@@ -154,6 +155,9 @@ class Detection(Evaluator):
         min_sizes, max_size = self.sides(fit)
         probe = normalize(to_float(fit.batch(torch.arange(1), device)))
         torch.manual_seed(task.seed)
+        # imported here, not at the top: importing torchvision takes about a second
+        from ssl_bench.plugins.evaluators.detection_model import build_detector
+
         model = build_detector(encoder, task.num_classes, levels=p.levels, channels=p.fpn_channels,
                                box_head_dim=p.box_head_dim, min_sizes=min_sizes, max_size=max_size,
                                anchors=p.anchor_sizes_px, frozen=p.freeze, probe=probe,

@@ -14,7 +14,6 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
-from torchvision.utils import make_grid
 
 from ssl_bench.harness import EvalTask, Evaluator, atomic_write, balanced_subset, hookimpl, to_float
 from ssl_bench.harness.kit.metrics import classification_metrics, topk_accuracy
@@ -78,6 +77,9 @@ def render_gallery(images: Tensor, predicted: Tensor, labels: Tensor, classes: S
     """
     tiles = [tile(img, classes[int(p)], classes[int(y)], int(p) == int(y), tile_px)
              for img, p, y in zip(images, predicted, labels)]
+    # imported here, not at the top: importing torchvision takes about a second
+    from torchvision.utils import make_grid
+
     grid = make_grid(torch.stack(tiles), nrow=columns, padding=PADDING, pad_value=1.0)
     return Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
 

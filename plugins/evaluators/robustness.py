@@ -11,7 +11,6 @@ import torch
 from pydantic import Field
 from torch import Tensor
 from torch.nn import functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
 
 from ssl_bench.harness import EvalTask, Evaluator, balanced_subset, hookimpl
 from ssl_bench.harness.kit.augment import gaussian_blur
@@ -43,6 +42,9 @@ def jpeg(images: Tensor, quality: float, generator: torch.Generator) -> Tensor:
     pixels = images.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu()
     with warnings.catch_warnings():  # torchvision 0.29 flags its image codecs as moving to TorchCodec
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        # imported here, not at the top: importing torchvision takes about a second
+        from torchvision.io import decode_jpeg, encode_jpeg
+
         decoded = decode_jpeg(encode_jpeg(list(pixels), quality=int(quality)))
     return torch.stack(decoded).to(images.device).float().div_(255)
 

@@ -23,7 +23,7 @@ def test_profile_deep_merges(registry):
     spec = load_benchmark(QUICKSTART, "smoke", registry)
     assert spec.seeds == [0]
     assert spec.pretrain.epochs == 1
-    assert spec.pretrain.dataset.params == {"n_train": 256, "n_test": 128}
+    assert spec.pretrain.dataset.params == {"n_train": 256, "n_test": 128, "image_size": 16}  # image_size: the base's
     assert spec.pretrain.backbone.name == "convnet_small"  # untouched keys survive
 
 

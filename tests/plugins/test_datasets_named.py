@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.io
 import torch
+import torchvision
 from PIL import Image
 from torchvision.io import encode_png
 
@@ -254,7 +255,7 @@ def test_download_only_when_asked(ctx: DataContext, monkeypatch: pytest.MonkeyPa
         for name in ("daisy", "roses"):
             write_pngs(Path(download_root) / "flower_photos" / name, 2, suffix=".jpg")
 
-    monkeypatch.setattr(folder_sets, "download_and_extract_archive", fake_download)
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", fake_download)
     with pytest.raises(DataError, match="or set download = true"):
         dataset("tf_flowers").load("train", ctx)
     assert calls == []
