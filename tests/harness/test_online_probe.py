@@ -12,12 +12,9 @@ from ssl_bench.harness.pipeline.online_probe import HEAD_FILE, OnlineProbe, Onli
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import CHECKPOINT, pretrain
 from ssl_bench.harness.testing import build_method, tiny_images
+from tests.interrupt import Interrupt, stop_at
 
 CPU = torch.device("cpu")
-
-
-class Interrupt(Exception):
-    pass
 
 
 def spec(**kw):
@@ -146,11 +143,7 @@ def test_a_resumed_run_trains_the_same_head_as_an_uninterrupted_one(tmp_path, be
 
     broken = build_method(bench_registry, "simclr")
 
-    def stop_at_step_5(step, total):
-        if step == 5:
-            raise Interrupt
-
-    broken.on_step_end = stop_at_step_5
+    stop_at(broken, 5)
     with pytest.raises(Interrupt):
         train(bench_registry, broken, tmp_path / "b", probe_for(broken))
     saved = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
@@ -170,11 +163,7 @@ def test_a_resumed_run_trains_the_same_head_as_an_uninterrupted_one(tmp_path, be
 def test_a_checkpoint_without_the_probe_is_not_resumed_by_a_run_with_one(tmp_path, bench_registry, one_thread):
     broken = build_method(bench_registry, "simclr")
 
-    def stop(step, total):
-        if step == 4:
-            raise Interrupt
-
-    broken.on_step_end = stop
+    stop_at(broken, 4)
     with pytest.raises(Interrupt):
         train(bench_registry, broken, tmp_path / "b")
     assert set(torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)) == set(REQUIRED_KEYS)

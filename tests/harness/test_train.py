@@ -7,10 +7,7 @@ from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import CHECKPOINT, pretrain
 from ssl_bench.harness.testing import build_method, tiny_images
-
-
-class Interrupt(Exception):
-    pass
+from tests.interrupt import Interrupt, stop_at
 
 
 def spec(**kw):
@@ -31,11 +28,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, bench_
 
     broken = build_method(bench_registry, "simclr")
 
-    def stop_at_step_5(step, total):
-        if step == 5:
-            raise Interrupt
-
-    broken.on_step_end = stop_at_step_5
+    stop_at(broken, 5)
     with pytest.raises(Interrupt):
         pretrain(broken, pipelines(bench_registry, broken), data, spec(), seed=0,
                  device=torch.device("cpu"), workdir=tmp_path / "b", progress=False)

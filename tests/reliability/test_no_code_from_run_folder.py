@@ -18,6 +18,7 @@ from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, Optimizer
 from ssl_bench.harness.pipeline.train import CHECKPOINT, pretrain
 from ssl_bench.harness.testing import build_method, tiny_images
 from tests.conftest import ROOT, TINY, bench_cmd
+from tests.interrupt import Interrupt, stop_at
 
 
 class Payload:
@@ -30,10 +31,6 @@ class Payload:
         return (open, (str(self.marker), "w"))
 
 
-class Interrupt(Exception):
-    pass
-
-
 def spec() -> PretrainSpec:
     return PretrainSpec(dataset=DatasetRef(name="x"), backbone=ComponentRef(name="convnet_small"),
                         epochs=2, batch_size=8, checkpoint_every_steps=3, optimizer=OptimizerSpec(lr=0.05))
@@ -43,10 +40,7 @@ def train(registry, workdir: Path, stop_at_step: int | None = None):
     method = build_method(registry, "simclr")
     pipelines = {n: registry.get("augmentations", n)(registry.get("augmentations", n).Params()) for n in method.views}
     if stop_at_step is not None:
-        def stop(step, total):
-            if step == stop_at_step:
-                raise Interrupt
-        method.on_step_end = stop
+        stop_at(method, stop_at_step)
     return method, pretrain(method, pipelines, tiny_images(32), spec(), seed=0, device=torch.device("cpu"),
                             workdir=workdir, progress=False)
 
