@@ -23,9 +23,12 @@ not part of the method (not in its optimizer, its state dict or its checkpoint e
 weights come from a generator of its own (the global RNG is not drawn from); its loss is computed outside
 autocast, in float32.
 
-Deviations from [0]: the head reads the first view only (solo-learn averages its loss over the large crops);
-it has its own SGD (momentum 0.9 by default) at a constant learning rate, where solo-learn puts it in the
-method's optimizer as a parameter group (lr 0.1, weight decay 0), so its lr follows the method's schedule.
+Learning rate: solo-learn puts the head in the method's optimizer as a parameter group (lr 0.1, weight decay
+0), so its lr follows the method's schedule (warm-up, cosine decay to 0). Here the head has its own SGD
+(momentum 0.9 by default) at a constant lr (``schedule = "constant"``, the default: on the CPU speedrun it
+scored no lower than the annealed head, leaderboard/findings.toml); ``schedule = "method"`` scales each
+step's lr by the factor the method's schedule gives that step, as solo-learn's. Deviation from [0]: the
+head reads the first view only (solo-learn averages its loss over the large crops).
 Rows whose label is outside [0, C) (unlabelled data) are ignored, as solo-learn's ``ignore_index=-1``.
 """
 
@@ -47,6 +50,9 @@ from ssl_bench.harness.pipeline.logs import logger
 from ssl_bench.harness.record.atomic import atomic_torch_save
 from ssl_bench.harness.scale.distributed import is_main, world_size
 
+SCHEDULES = ("method", "constant")
+"""How the head's lr moves over the run (:attr:`OnlineProbeSpec.schedule`)."""
+
 HEAD_FILE = "online_head.pt"
 """The trained head in a pretraining job's artifact folder, beside ``encoder.pt``: ``{"weight": (C, D),
 "bias": (C,)}``, float32 on the CPU; absent where the job trained no head."""
@@ -62,22 +68,30 @@ class OnlineProbeSpec:
     """SGD momentum (heavy ball)."""
     weight_decay: float = 0.0
     """L2 coefficient of the head's weights (solo-learn: 0)."""
+    schedule: str = "constant"
+    """``"constant"``: ``lr`` throughout; ``"method"``: each step's lr is ``lr`` times the method's schedule
+    factor of that step (solo-learn)."""
 
-    def payload(self) -> dict[str, float]:
+    def payload(self) -> dict[str, float | str]:
         return asdict(self)
 
     @classmethod
     def of(cls, params: object) -> OnlineProbeSpec:
-        """The probe an online evaluator's ``Params`` ask for: its ``lr`` and, where it has them, ``momentum``
-        and ``weight_decay``.
+        """The probe an online evaluator's ``Params`` ask for: its ``lr`` and, where it has them, ``momentum``,
+        ``weight_decay`` and ``schedule``.
 
         Raises:
-            BenchError: the params have no ``lr`` (an online evaluator must declare one).
+            BenchError: the params have no ``lr`` (an online evaluator must declare one), or a ``schedule``
+                other than ``"method"`` or ``"constant"``.
         """
         lr = getattr(params, "lr", None)
         if not isinstance(lr, (int, float)):
             raise BenchError(f"an online-probe evaluator's Params need a float 'lr', got {type(params).__name__}")
-        return cls(float(lr), float(getattr(params, "momentum", 0.9)), float(getattr(params, "weight_decay", 0.0)))
+        schedule = str(getattr(params, "schedule", "constant"))
+        if schedule not in SCHEDULES:
+            raise BenchError(f"an online probe's schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        return cls(float(lr), float(getattr(params, "momentum", 0.9)), float(getattr(params, "weight_decay", 0.0)),
+                   schedule)
 
 
 def head_seed(seed: int) -> int:
@@ -157,8 +171,11 @@ class OnlineProbe:
                 and output.shape[0] == x.shape[0]):
             self._features = output.detach()[:b]
 
-    def step(self, labels: Tensor) -> None:
+    def step(self, labels: Tensor, lr_factor: float = 1.0) -> None:
         """One SGD step of the head on the features the hook kept and ``labels`` (B,), int64.
+
+        ``lr_factor`` is the method's schedule factor of this step (its lr over its base lr); with
+        ``schedule = "method"`` the head steps at ``spec.lr * lr_factor``, with ``"constant"`` at ``spec.lr``.
 
         Call it outside autocast: the logits and the loss are float32. Under several processes the head's
         gradients are averaged, so every process keeps the same head. Rows with a label outside [0, C) are
@@ -186,6 +203,8 @@ class OnlineProbe:
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad.div_(world_size())
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.spec.lr * (lr_factor if self.spec.schedule == "method" else 1.0)
         self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:

@@ -200,7 +200,8 @@ class PretrainJob:
             return (f"select   {self.key}  {self.label} seed={self.seed}: best of {len(self.candidates)} by "
                     f"{self.pretrain.select} on validation data")
         cell = "".join(f" {k}={v}" for k, v in self.hparams)
-        probe = f" online_probe(lr={self.online_probe.lr})" if self.online_probe is not None else ""
+        probe = (f" online_probe(lr={self.online_probe.lr}, {self.online_probe.schedule})"
+                 if self.online_probe is not None else "")
         notes = "".join(f" ({note})" for note in self.notes)
         return (f"pretrain {self.key}  {self.label} seed={self.seed} on {self.dataset.display} "
                 f"backbone={self.backbone.name} epochs={self.pretrain.epochs} batch={self.pretrain.batch_size}{cell}"

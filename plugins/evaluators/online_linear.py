@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -28,24 +28,27 @@ class OnlineLinear(Evaluator):
 
     How it differs from the offline ``linear`` probe: that one fits a fresh head on frozen features of
     un-augmented training images, many epochs, its lr and weight decay chosen on validation data; this one saw
-    each augmented training image's features once per epoch, from an encoder that kept moving, at a fixed
-    learning rate. Its numbers are a cheap signal of the same kind, not the same protocol: the leaderboard
+    each augmented training image's features once per epoch, from an encoder that kept moving. Its numbers are a cheap signal of the same kind, not the same protocol: the leaderboard
     shows them in a column of their own and never ranks them beside the offline probe.
 
     The target must be the pretraining dataset (the head's classes are its classes), and an untrained encoder
     (random init) has no online head: it gets no row. Deviations from [0]: see the harness module (first view
-    only; its own SGD at a constant lr rather than a parameter group of the method's optimizer).
+    only; its own SGD at a constant lr by default rather than a parameter group of the method's optimizer,
+    whose schedule ``schedule = "method"`` follows).
     """
 
     name = "online_linear"
 
     class Params(BaseParams):
         lr: Annotated[float, Field(gt=0)] = 0.1
-        """SGD learning rate of the online head (solo-learn: 0.1), constant over the run."""
+        """SGD learning rate of the online head (solo-learn: 0.1), scaled each step as ``schedule`` says."""
         momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
         """SGD momentum of the online head (heavy ball)."""
         weight_decay: Annotated[float, Field(ge=0)] = 0.0
         """Weight decay of the online head (solo-learn: none)."""
+        schedule: Literal["constant", "method"] = "constant"
+        """``"constant"``: ``lr`` all run; ``"method"``: the head's lr follows the pretraining's schedule
+        (warm-up, decay), as solo-learn's head in the method's optimizer."""
 
     params: Params
     search_space: ClassVar[Mapping[str, tuple[float, ...]]] = {}

@@ -9,7 +9,8 @@ from torch import nn
 from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.pipeline.checkpoint import REQUIRED_KEYS
 from ssl_bench.harness.pipeline.online_probe import HEAD_FILE, OnlineProbe, OnlineProbeSpec, read_head
-from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
+from ssl_bench.harness.pipeline.optim import lr_factor
+from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec, ScheduleSpec
 from ssl_bench.harness.pipeline.train import CHECKPOINT, pretrain
 from ssl_bench.harness.testing import build_method, tiny_images
 from tests.interrupt import Interrupt, stop_at
@@ -52,6 +53,29 @@ def test_the_encoder_trains_bit_for_bit_the_same_with_and_without_the_probe(tmp_
         assert torch.equal(tensor, probed.state_dict()[name]), name
     assert not probe.problem and not torch.equal(probe.head.weight.detach(), start)  # the head did train
     assert not probed.backbone._forward_hooks  # the hook is gone after the run
+
+
+@pytest.mark.parametrize("schedule", ["method", "constant"])
+def test_the_heads_lr_follows_the_methods_schedule_unless_constant(tmp_path, bench_registry, one_thread, schedule):
+    method = build_method(bench_registry, "simclr")
+    probe = OnlineProbe(OnlineProbeSpec(lr=0.1, schedule=schedule), method.backbone.feature_dim, 4, seed=0,
+                        device=CPU)
+    seen: list[float] = []
+    step = probe.optimizer.step
+    probe.optimizer.step = lambda: (seen.append(probe.optimizer.param_groups[0]["lr"]), step())[1]  # type: ignore
+    train(bench_registry, method, tmp_path, probe, schedule=ScheduleSpec(name="cosine"))
+    factors = [lr_factor(ScheduleSpec(name="cosine"), s, 8, 4) for s in range(8)]
+    expected = [0.1 * f for f in factors] if schedule == "method" else [0.1] * 8
+    assert seen == pytest.approx(expected) and (schedule == "constant" or seen[-1] < 0.02)
+
+
+def test_an_unknown_schedule_is_refused():
+    class Params:
+        lr = 0.1
+        schedule = "linear"
+
+    with pytest.raises(BenchError, match="schedule must be one of method, constant, got 'linear'"):
+        OnlineProbeSpec.of(Params())
 
 
 def test_the_head_is_initialised_from_its_own_generator():
