@@ -2,14 +2,16 @@
 PIL pipeline in a torch DataLoader feeding a plain float32 step, as a PIL-pipeline library trains, vs the
 harness's step alone on pre-made tensors (the ceiling).
 
-Same model (resnet18, ImageNet stem, at 32x32), batch, loss and optimizer in all; the harness's step runs
+Same model (``--backbone``: by default resnet18_cifar, the CIFAR ResNet-18 that CIFAR SSL recipes train;
+``resnet18`` is the ImageNet-stem one), batch, loss and optimizer in all; the harness's step runs
 channels-last under autocast in the precision ``[pretrain] precision = "auto"`` resolves to (bf16 where the
 device computes it natively: pipeline/precision.py), the PIL path's in float32 NCHW. The augmentation recipe
 is the same too (random resized crop of scale (0.08, 1), flip, colour jitter
 (0.4, 0.4, 0.4, 0.1) with p=0.8, grayscale p=0.2). The DataLoader is timed at num_workers 0, 1 and 2
 and its best is reported. On CUDA the script also reports augmentation's share of a step.
 
-    python benchmarks/perf/simclr_throughput.py --data-root ../shared/data --steps 10
+    python benchmarks/perf/simclr_throughput.py --data-root ../shared/data
+    python benchmarks/perf/simclr_throughput.py --data-root ../shared/data --backbone resnet18 --batch-size 256 --steps 10
 
 Prints images/s of each path and the two ratios (harness / PIL, harness / ceiling).
 """
@@ -81,10 +83,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--backbone", default="resnet18_cifar")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="the harness step's precision, as [pretrain] precision (default auto)")
     args = parser.parse_args()
