@@ -11,7 +11,7 @@ is the same too (random resized crop of scale (0.08, 1), flip, colour jitter
 and its best is reported. On CUDA the script also reports augmentation's share of a step.
 
     python benchmarks/perf/simclr_throughput.py --data-root ../shared/data
-    python benchmarks/perf/simclr_throughput.py --data-root ../shared/data --backbone resnet18 --batch-size 256 --steps 10
+    python benchmarks/perf/simclr_throughput.py --data-root ../shared/data --backbone resnet18 --steps 10
 
 Prints images/s of each path and the two ratios (harness / PIL, harness / ceiling).
 """

@@ -28,8 +28,9 @@ class OnlineLinear(Evaluator):
 
     How it differs from the offline ``linear`` probe: that one fits a fresh head on frozen features of
     un-augmented training images, many epochs, its lr and weight decay chosen on validation data; this one saw
-    each augmented training image's features once per epoch, from an encoder that kept moving. Its numbers are a cheap signal of the same kind, not the same protocol: the leaderboard
-    shows them in a column of their own and never ranks them beside the offline probe.
+    each augmented training image's features once per epoch, from an encoder that kept moving. Its numbers
+    are a cheap signal of the same kind, not the same protocol: the leaderboard shows them in a column of
+    their own and never ranks them beside the offline probe.
 
     The target must be the pretraining dataset (the head's classes are its classes), and an untrained encoder
     (random init) has no online head: it gets no row. Deviations from [0]: see the harness module (first view

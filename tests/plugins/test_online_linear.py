@@ -88,7 +88,8 @@ def test_the_plan_trains_a_probe_only_where_the_method_trains(write_toml, regist
     plain, online = by_method(plan_of(write_toml, registry, BENCH)), plan_of(write_toml, registry, ONLINE)
     jobs = by_method(online)
     assert jobs["simclr"].online_probe == OnlineProbeSpec(lr=0.1, momentum=0.9, weight_decay=0.0)
-    assert jobs["simclr"].keyed["online_probe"] == {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant"}
+    assert jobs["simclr"].keyed["online_probe"] == {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0,
+                                                    "schedule": "constant"}
     assert jobs["simclr"].key != plain["simclr"].key and "online_probe" not in plain["simclr"].keyed
     assert jobs["random_init"].online_probe is None and jobs["random_init"].key == plain["random_init"].key
     assert "no online_linear: an untrained encoder" in jobs["random_init"].describe()
