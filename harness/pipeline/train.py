@@ -275,7 +275,7 @@ def pretrain(
             probe.expect(views[0])
         with autocast(precision, device):
             out = loss_of(Batch(views=views, labels=labels[idx], indices=idx))
-        if probe is not None:  # outside autocast: the head's loss is float32; its lr follows the method's schedule
+        if probe is not None:  # outside autocast (float32 loss); the lr factor is read by a "method"-schedule head
             group = optimizer.param_groups[0]
             probe.step(labels[idx], lr_factor=group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0)
         loss, terms = _checked_parts(out, loss_of.module.terms if world > 1 else None, method.name, desc)
