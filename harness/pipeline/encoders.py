@@ -46,7 +46,7 @@ from ssl_bench.harness.pipeline.train import PretrainStats, pretrain
 from ssl_bench.harness.record.atomic import atomic_torch_save, atomic_write_text
 from ssl_bench.harness.record.layout import RunFolder
 from ssl_bench.harness.scale.distributed import agree, barrier, is_main, world_size
-from ssl_bench.harness.scale.machine import LoadMeter
+from ssl_bench.harness.scale.machine import LoadMeter, device_name
 
 if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.runner import Run
@@ -189,6 +189,7 @@ def _pretrain_logged(run: Run, job: PretrainJob, method: Method, train: ImageSet
                      on_step=on_step, progress_every_s=None if run.progress else progress_every_s(), probe=probe)
     load = meter.stop()
     stats.threads, stats.load_others, stats.contended = load.threads, load.others, load.contended
+    stats.device = device_name(run.device)
     if load.contended:
         log(f"  timing contended: other processes kept {load.others:.1f} cores busy while it trained",
             logging.WARNING)

@@ -38,8 +38,9 @@ from ssl_bench.harness.record.atomic import atomic_write_text
 from ssl_bench.harness.record.failures import clear_failure, failures_section, read_failures, record_failure
 from ssl_bench.harness.record.layout import RunFolder
 from ssl_bench.harness.record.leaderboard import render
-from ssl_bench.harness.record.results import device_name, dumps, read_rows, result_rows, write_rows
+from ssl_bench.harness.record.results import dumps, read_rows, result_rows, write_rows
 from ssl_bench.harness.scale.distributed import agree, is_main, rank, world_size
+from ssl_bench.harness.scale.machine import device_name
 
 __all__ = ["Run", "evaluate", "execute", "write_leaderboard",
            "ensure_pretrained", "load_encoder", "log", "winner_of"]  # the last four: from encoders, as before

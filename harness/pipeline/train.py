@@ -83,6 +83,8 @@ class PretrainStats:
     """The timing was taken on a busy machine: ``train_s`` and ``images_per_s`` are not quiet figures."""
     precision: str = ""
     """What the steps computed in, ``fp32`` or ``bf16`` (pipeline/precision.py; empty: not recorded)."""
+    device: str = ""
+    """What it trained on, ``"AMD EPYC x2 (AVX2)"`` or a GPU's name (scale/machine.py; empty: not recorded)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,7 +51,6 @@ from ssl_bench.harness.record.pooling import (
     by_config,
     ci95,
     config,
-    contended_mark,
     duration,
     mean_std,
     namer,
@@ -60,6 +59,8 @@ from ssl_bench.harness.record.pooling import (
     table_budget,
     table_budget_key,
     table_title,
+    timed_on,
+    timing_mark,
 )
 from ssl_bench.harness.record.report import (
     Block,
@@ -87,7 +88,8 @@ NOTE_KINDS = {"methods": "Method notes", "evaluators": "Evaluator notes", "backb
 """Tables of the notes file that are not benchmarks: component kind -> the heading of its section at the end.
 Each holds ``<registered name> = "..."``, one string per component (what was measured choosing its defaults)."""
 FOLDED = ("Backbone", "Pretraining", "Device")
-"""Columns of a detail table said once, in a line above it, where they hold one value in every row."""
+"""Columns of a detail table said once, in a line above it, where they hold one value in every row. Device: what the
+encoders' timings were measured on where the rows record it (``pretrain_device``), else where they were evaluated."""
 ONLINE = ("Online linear probe: a linear head trained on detached features beside pretraining, a protocol of its "
           "own; not ranked with the offline linear probe.")
 
@@ -117,10 +119,11 @@ def table(rows: list[Row], others: Iterable[str] = ()) -> Table:
             "Method": name(first), "Backbone": first["backbone"], "Pretraining": pretraining(first),
             **{m: mean_std(v) if v else "" for m, v in per_metric.items()},
             ci: ci95(top), "n": str(len({r["seed"] for r in rs})),
-            "Pretrain time": contended_mark(pre, duration(statistics.fmean(wall)))
+            "Pretrain time": timing_mark(pre, duration(statistics.fmean(wall)))
             if first["pretrain_steps"] and wall else "",
-            "img/s": contended_mark(pre, f"{statistics.fmean(speed):.0f}") if speed and first["pretrain_steps"] else "",
-            "Device": ", ".join(sorted({str(r["device"]) for r in rs if r["device"]})),
+            "img/s": timing_mark(pre, f"{statistics.fmean(speed):.0f}") if speed and first["pretrain_steps"] else "",
+            "Device": (timed_on(pre) if first["pretrain_steps"] else "")
+            or ", ".join(sorted({str(r["device"]) for r in rs if r["device"]})),
             "_sort": statistics.fmean(top) if top else -1.0, "_baseline": first["method"] in BASELINES,
         })
     present, elsewhere = {r["method"] for r in rows}, set(others)

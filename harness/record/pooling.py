@@ -74,9 +74,18 @@ def mean_interval(values: list[float]) -> str:
     return f"{mean:.2f} ± {half:.2f}"
 
 
-def contended_mark(rows: Iterable[Row], cell: str) -> str:
-    """``cell`` marked when any of these encoders trained while other processes kept the cores busy."""
-    return f"{cell} (contended)" if any(r.get("pretrain_contended") for r in rows) else cell
+def timed_on(rows: Iterable[Row]) -> str:
+    """The devices these encoders' timings were measured on (``pretrain_device``), joined; '' where none says."""
+    return ", ".join(sorted({str(d) for r in rows if (d := r.get("pretrain_device"))}))
+
+
+def timing_mark(rows: Iterable[Row], cell: str) -> str:
+    """``cell`` marked when its timings are not one quiet machine's: any of these encoders trained while other
+    processes kept the cores busy ("contended"), or they trained on different devices ("mixed devices")."""
+    rows = list(rows)
+    marks = ["contended"] * any(r.get("pretrain_contended") for r in rows)
+    marks += ["mixed devices"] * (len({r.get("pretrain_device") for r in rows if r.get("pretrain_device")}) > 1)
+    return f"{cell} ({', '.join(marks)})" if marks else cell
 
 
 def duration(seconds: float) -> str:

@@ -8,7 +8,6 @@ job is found by its key and nothing is recorded twice.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -30,13 +29,16 @@ if TYPE_CHECKING:
     from ssl_bench.harness.pipeline.sweep import SweepOutcome
     from ssl_bench.harness.pipeline.train import PretrainStats
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: ``pretrain_total_steps`` (a snapshot's row has fewer ``pretrain_steps``); rows of 1 lack it.
 3: the machine's state while the encoder trained (``pretrain_threads``, ``pretrain_load_others``,
 ``pretrain_contended``) and the fully resolved job spec (``job_spec``, JSON).
-4: ``pretrain_precision``, what the encoder's steps computed in (``fp32`` or ``bf16``)."""
+4: ``pretrain_precision``, what the encoder's steps computed in (``fp32`` or ``bf16``).
+5: ``pretrain_device``, what its timing was measured on (CPU model, cores and vector unit, or the GPU's name):
+one host name can stand for machines of 4x different speed."""
 ADDED = {"pretrain_total_steps": 2, "pretrain_threads": 3, "pretrain_load_others": 3, "pretrain_contended": 3,
-         "job_spec": 3, "pretrain_precision": 4}
+         "job_spec": 3, "pretrain_precision": 4,
+         "pretrain_device": 5}
 """Column -> the schema version that added it: a file of an older version lacks it and reads as None."""
 
 SCHEMA = pa.schema([
@@ -59,6 +61,7 @@ SCHEMA = pa.schema([
     ("pretrain_load_others", pa.float64()),  # cores other processes kept busy meanwhile (scale/machine.py)
     ("pretrain_contended", pa.bool_()),      # that load made the timing untrustworthy
     ("pretrain_precision", pa.string()),     # fp32 or bf16 (pipeline/precision.py; '' when not trained)
+    ("pretrain_device", pa.string()),        # "AMD EPYC x2 (AVX2)", a GPU's name ('' when not trained)
     ("pretrain_final_loss", pa.float64()),
     ("pretrain_epoch_losses", pa.list_(pa.float64())),
     ("evaluator", pa.string()),
@@ -110,6 +113,7 @@ def result_rows(job: EvalJob, source: PretrainJob, stats: PretrainStats, outcome
         "pretrain_wall_s": stats.train_s, "pretrain_images_per_s": stats.images_per_s,
         "pretrain_threads": stats.threads, "pretrain_load_others": stats.load_others,
         "pretrain_contended": stats.contended, "pretrain_precision": stats.precision,
+        "pretrain_device": stats.device,
         "pretrain_final_loss": stats.final_loss, "pretrain_epoch_losses": stats.epoch_losses,
         "evaluator": job.evaluator.name, "evaluator_params": dumps(job.evaluator.params.model_dump(mode="json")),
         "dataset": job.dataset.display,
@@ -223,12 +227,6 @@ def provenance() -> dict[str, str]:
         "host": platform.node(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu x{os.cpu_count()} ({platform.machine()})"
 
 
 def _git_sha() -> str:

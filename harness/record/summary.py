@@ -26,13 +26,14 @@ from ssl_bench.harness.record.pooling import (
     budget,
     budget_facets,
     budget_key,
-    contended_mark,
     duration,
     mean_interval,
     namer,
     natural,
     params,
     per_seed,
+    timed_on,
+    timing_mark,
 )
 from ssl_bench.harness.record.report import Block, Table, Text, constant_columns, empty_columns, md_escape
 
@@ -43,9 +44,12 @@ RANKED_BY = ("linear", "knn", "finetune")
 METRIC = "top1"
 BUDGET_COLUMNS = ("Backbone", "Data", "Epochs", "Steps", "Batch")
 FOLDED = {"Backbone": "{}", "Data": "pretrained on {}", "Epochs": "{} epochs", "Steps": "{} steps",
-          "Batch": "batch {}"}
-"""How the line above the table says a budget column that is the same in every row (the pretraining's wall time,
-a measurement, stays a column: "Pretrain time", as in the detail tables)."""
+          "Batch": "batch {}", "Timed on": "timed on {}"}
+"""How the line above the table says a column that is the same in every row (the pretraining's wall time, a
+measurement, stays a column: "Pretrain time", as in the detail tables; the device it was timed on is said once
+where every row shares it, and is a column where rows differ: their times are not comparable)."""
+UNRECORDED = "not recorded"
+"""The Timed on cell of rows written before ``pretrain_device`` existed (schema < 5)."""
 
 Column = tuple[str, str, float, str]
 """(evaluator, target dataset, label fraction, evaluator params JSON)."""
@@ -116,7 +120,8 @@ def summary(rows: list[Row]) -> list[Block]:
             "Backbone": first["backbone"], "Data": b[0] if b else "", "Epochs": str(b[1]) if b else "",
             "Steps": (str(b[3]) if b[3] == b[4] else f"{b[3]} of {b[4]}") if b else "",
             "Batch": str(b[2]) if b else "",
-            "Pretrain time": contended_mark(pre, duration(statistics.fmean(wall))) if b and wall else "",
+            "Pretrain time": timing_mark(pre, duration(statistics.fmean(wall))) if b and wall else "",
+            "Timed on": (timed_on(pre) or UNRECORDED) if b and wall else "",
             "means": {c: statistics.fmean(v) if v else None for c, v in cells.items()},
             **{names[c]: mean_interval(v) for c, v in cells.items()},
         })
@@ -146,19 +151,21 @@ def summary(rows: list[Row]) -> list[Block]:
                                       -(d["means"][ranked_by or columns[0]] or -1.0)))  # untrained last
     present = {r["method"] for r in rows}
     baselines += [{"Method": f"{m} (not run)"} for m in BASELINES if m not in present]
-    headers = ["Method", "Rank", *BUDGET_COLUMNS, *(names[c] for c in columns), "Pretrain time"]
+    headers = ["Method", "Rank", *BUDGET_COLUMNS, *(names[c] for c in columns), "Pretrain time", "Timed on"]
     body = [[str(d.get(h, "")) for h in headers] for d in ordered + baselines]
     titles = titles if len(titles) > 1 else []  # one budget: no block titles but the baselines'
     table = Table(headers, body, frozenset((i, headers.index(h)) for i, h in bold),
                   tuple(titles) + (((len(ordered), "Baselines"),) if baselines else ()))
-    shared = constant_columns(table, BUDGET_COLUMNS)
+    shared = constant_columns(table, (*BUDGET_COLUMNS, "Timed on"))
+    hidden = {"Timed on"} if shared.get("Timed on") == UNRECORDED else set()  # nothing to say once
+    shared = {h: v for h, v in shared.items() if h not in hidden}
     blocks: list[Block] = [Text(_how_to_read(names[ranked_by] if ranked_by else None,
                                              any(c[0] == "online_linear" for c in columns), len(by_budget) > 1))]
     if shared:
         untrained = any(d["budget"] is None for d in lines)
         blocks.append(Text("All rows: " + ", ".join(FOLDED[h].format(md_escape(v)) for h, v in shared.items())
                            + (" (untrained encoders: no pretraining)" if untrained else "") + "."))
-    return blocks + [table.without({*shared, *empty_columns(table)})]
+    return blocks + [table.without({*shared, *hidden, *empty_columns(table)})]
 
 
 def _how_to_read(ranked_by: str | None, online: bool, budgets: bool) -> str:

@@ -16,9 +16,12 @@ fallback, and says so in ``source``.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 CONTENDED_CORES = 0.5
 """Others keeping more than half a core busy on average make a timing contended."""
@@ -44,6 +47,27 @@ def choose_threads(requested: int | None = None, processes: int = 1) -> int:
     if requested:
         return requested
     return max(1, cpu_count() // max(1, processes))
+
+
+def processor_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8480+"): ``/proc/cpuinfo``'s first ``model
+    name``, else what :mod:`platform` says, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    """What a timing was measured on: the GPU's name, or the CPU's model, cores and widest vector unit
+    ("AMD EPYC x2 (AVX2)"): two machines of one host name and core count can differ 4x in speed."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{processor_model()} x{cpu_count()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def _machine_busy_ticks() -> int | None:
