@@ -9,9 +9,9 @@ import torch
 
 from ssl_bench.harness.record.leaderboard import render
 from ssl_bench.harness.record.pooling import timing_mark
+from ssl_bench.harness.record.report import Table, Text
 from ssl_bench.harness.record.results import read_rows, write_rows
 from ssl_bench.harness.record.summary import summary
-from ssl_bench.harness.record.report import Table, Text
 from ssl_bench.harness.scale import machine
 from tests.harness.test_results_leaderboard import row
 
