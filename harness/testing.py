@@ -47,7 +47,12 @@ from ssl_bench.harness.plugins import Registry
 
 TINY_BACKBONE = "convnet_small"
 COLLAPSE_RATIO = 0.4
-"""A method collapses when the spread of its backbone's features falls below this share of the start's."""
+"""A method collapses when the spread of its backbone's features stays below this share of the start's."""
+COLLAPSE_WINDOW = 5
+"""The last steps the collapse check looks at: it fails when the spread is below the share at every one of them.
+A collapse stays collapsed, while a healthy method's spread swings from step to step under Adam at lr 3e-3 on 16
+images, and where one step lands depends on the CPU's kernels (AVX2 and AVX-512 round differently): one step's
+value is a draw of the numerics, not a verdict."""
 
 
 def default_device() -> torch.device:
@@ -114,8 +119,9 @@ def check_method(registry: Registry, name: str, params: dict[str, Any] | None = 
     One run of ``max(steps, collapse_steps)`` Adam steps (lr 3e-3) on 16 tiny images, every step of it
     checked: the loss is a scalar Tensor (not a float) on the views' device, finite, and (first step)
     its gradient reaches the backbone. The collapse check compares the spread of the backbone's
-    L2-normalised features over the images before and after the run: below :data:`COLLAPSE_RATIO` of
-    the start's, the loss has a constant solution (an invariance-only loss) and the check fails.
+    L2-normalised features over the images before the run and at each of its last :data:`COLLAPSE_WINDOW`
+    steps: below :data:`COLLAPSE_RATIO` of the start's at every one of them, the loss has a constant
+    solution (an invariance-only loss) and the check fails.
 
     Args:
         registry: the registry (the ``bench_registry`` fixture).
@@ -163,6 +169,7 @@ def _train_checked(registry: Registry, name: str, method: Any, data: ImageSet, s
     x = normalize(to_float(data.images.to(device)))
     before = _spread(method.backbone, x)
     optimizer = torch.optim.Adam([q for q in method.parameters() if q.requires_grad], lr=3e-3)
+    spreads: list[float] = []
     for step in range(1, steps + 1):
         batch = method_batch(registry, method, data, seed=step, device=device)
         loss = _checked_loss(name, method, batch, step, steps)
@@ -175,11 +182,14 @@ def _train_checked(registry: Registry, name: str, method: Any, data: ImageSet, s
                 "without .detach() or torch.no_grad() on the online branch")
         optimizer.step()
         method.on_step_end(step, steps)
-    after = _spread(method.backbone, x)
+        if collapse and step > steps - COLLAPSE_WINDOW:
+            spreads.append(_spread(method.backbone, x))
     if collapse and before > 1e-8:
+        after = max(spreads)
         assert after >= COLLAPSE_RATIO * before, (
             f"{name}: the backbone's features collapse: their spread over 16 different images fell from "
-            f"{before:.4f} to {after:.4f} ({after / before:.0%}) in {steps} steps. A loss that only pulls views "
+            f"{before:.4f} to at most {after:.4f} ({after / before:.0%}) over the last {len(spreads)} of {steps} "
+            "steps. A loss that only pulls views "
             "together is minimised by a constant; add what keeps features apart (negatives, a variance or "
             "covariance term, or a predictor with stop-gradient against a momentum target)")
 
