@@ -94,6 +94,7 @@ def render_shapes(n: int, image_size: int, seed: int) -> tuple[Tensor, Tensor]:
     Returns:
         images uint8 (n, 3, image_size, image_size) and labels int64 (n,) indexing ``SHAPES``.
     """
+    check_decoded_fits(n, 3, image_size, image_size, f"shapes: generating {n} images")  # before drawing anything
     g = torch.Generator().manual_seed(seed)
     num_classes = len(SHAPES)
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
@@ -114,7 +115,6 @@ def render_shapes(n: int, image_size: int, seed: int) -> tuple[Tensor, Tensor]:
 
     axis = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size * 2 - 1
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")  # (H, W) each, in [-1, 1]
-    check_decoded_fits(n, 3, image_size, image_size, f"shapes: generating {n} images")
     out = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
     for start in range(0, n, CHUNK):
         sl = slice(start, min(start + CHUNK, n))

@@ -41,8 +41,14 @@ def test_the_check_can_be_turned_off(small_machine: int, monkeypatch: pytest.Mon
     check_decoded_fits(500, 3, 4096, 4096, "here")
 
 
-def test_a_hundred_million_shapes_are_refused_before_any_allocation(tmp_path: Path) -> None:
+def test_a_hundred_million_shapes_are_refused_before_any_allocation(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     ds = Shapes(Shapes.Params(n_train=100_000_000, n_test=10))  # 1.2 TB at 64 px: more than any machine here
+
+    def drawn(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the shapes' parameters were drawn before the size was refused")
+
+    monkeypatch.setattr(torch, "randperm", drawn)  # the first draw (tracemalloc does not see torch's memory)
     tracemalloc.start()
     try:
         with pytest.raises(DataError, match=r"^shapes: generating 100000000 images: .* need \d+\.\d GB"):
