@@ -11,8 +11,6 @@ from ssl_bench.harness.components import Batch, instantiate_method
 from ssl_bench.harness.data import normalize
 from ssl_bench.harness.errors import BenchError
 from ssl_bench.harness.kit.augment.lab import lab_to_rgb, merge_lab, rgb_to_l_ab, rgb_to_lab
-from ssl_bench.harness.plugins import collect, make_plugin_manager
-from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.cmc import CMC, cmc_terms, contrast, denormalize, lab_views
 
@@ -181,7 +179,3 @@ def test_instantiate_method_passes_num_samples():
     m = instantiate_method(CMC, CMC.Params(negatives="bank"), backbone, num_classes=4, num_samples=20)
     assert m.bank_l.shape[0] == 20
 
-
-def test_conformance():
-    registry = collect(make_plugin_manager(load_entrypoints=False))
-    check_method(registry, "cmc")

@@ -1,5 +1,7 @@
 """DINO: the loss against a naive loop over eq. 3, stop-gradient into the teacher, the centre's update, the
-teacher temperature warm-up, the momentum schedule, the head, multi-crop, conformance, and 2 processes."""
+teacher temperature warm-up, the momentum schedule, the head, multi-crop, and 2 processes.
+(Its conformance check runs in tests/test_conformance.py with every other method.)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from torch.nn import functional as F
 
 from ssl_bench.harness.pipeline.optim import build_optimizer
 from ssl_bench.harness.pipeline.specs import OptimizerSpec
-from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.backbones.vit import ViTTinyCifar
 from ssl_bench.plugins.methods.dino import DINO, DINOHead, batch_center, dino_loss
@@ -167,10 +168,6 @@ def test_defaults():
     assert (p.student_temp, p.teacher_temp_start, p.teacher_temp, p.center_momentum) == (0.1, 0.04, 0.07, 0.9)
     with pytest.raises(ValueError, match="n_global"):
         DINO.Params(views=["a", "b"], n_global=3)
-
-
-def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
-    check_method(bench_registry, "dino")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:

@@ -1,5 +1,7 @@
 """MAE: the loss against a naive loop, the exact mask ratio, the loss only on masked patches, the encoder on
-the visible patches only, refusal of non-ViT backbones, resumable masks, and conformance."""
+the visible patches only, refusal of non-ViT backbones, resumable masks.
+(Its conformance check runs in tests/test_conformance.py with every other method.)
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import pytest
 import torch
 
 from ssl_bench.harness.kit.patches import patchify
-from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.backbones.vit import IncompatibleBackboneError, ViTTinyCifar
 from ssl_bench.plugins.methods.mae import MAE, mae_loss
@@ -129,6 +130,3 @@ def test_defaults_and_refusal_of_other_backbones():
     with pytest.raises(ValueError, match="multiple of decoder_heads"):
         MAE.Params(decoder_width=12, decoder_heads=5)
 
-
-def test_conformance(bench_registry):
-    check_method(bench_registry, "mae", backbone="vit_tiny_cifar")

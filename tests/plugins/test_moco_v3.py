@@ -1,5 +1,7 @@
 """MoCo v3: the loss against a naive loop over Algorithm 1, stop-gradient into the momentum encoder,
-symmetry, the momentum schedule, conformance, and 2 processes."""
+symmetry, the momentum schedule, and 2 processes.
+(Its conformance check runs in tests/test_conformance.py with every other method.)
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from torch.nn import functional as F
 from ssl_bench.harness.pipeline.optim import build_optimizer
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import pretrain
-from ssl_bench.harness.testing import check_method, tiny_images
+from ssl_bench.harness.testing import tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.moco_v3 import MoCoV3, moco_v3_contrastive
 from tests.plugins.method_inputs import batch, check_cosine_momentum_step, views
@@ -117,10 +119,6 @@ def test_a_few_steps_of_the_training_loop(tmp_path):
                      device=torch.device("cpu"), workdir=tmp_path, progress=False)
     assert stats.steps == 3 and math.isfinite(stats.final_loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, m.momentum_encoder.parameters()))
-
-
-def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
-    check_method(bench_registry, "moco_v3")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:

@@ -1,5 +1,7 @@
 """NNCLR: nearest neighbours and the loss against naive loops, the support queue, stop-gradient through the
-neighbours, symmetry, conformance, and 2 processes."""
+neighbours, symmetry, and 2 processes.
+(Its conformance check runs in tests/test_conformance.py with every other method.)
+"""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from torch.nn import functional as F
 
 from ssl_bench.harness.pipeline.specs import ComponentRef, DatasetRef, OptimizerSpec, PretrainSpec
 from ssl_bench.harness.pipeline.train import distributed_loss, pretrain
-from ssl_bench.harness.testing import check_method, tiny_images
+from ssl_bench.harness.testing import tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.nnclr import NNCLR, nearest_neighbours, nnclr_loss
 from tests.plugins.method_inputs import batch, views
@@ -132,10 +134,6 @@ def test_a_few_steps_of_the_training_loop(tmp_path):
                      device=torch.device("cpu"), workdir=tmp_path, progress=False)
     assert stats.steps == 3 and math.isfinite(stats.final_loss)
     assert int(m.queue_ptr) == 24 % 12  # 3 steps of 8 first views, wrapped around the 12 rows
-
-
-def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
-    check_method(bench_registry, "nnclr")
 
 
 def _in_process(rank: int, init: str, out: str) -> None:

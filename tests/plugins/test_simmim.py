@@ -1,5 +1,7 @@
 """SimMIM: the loss against a naive loop over pixels, the exact mask ratio on a grid of mask patches, the
-loss only on masked pixels, mask tokens in the encoder's input, refusal of non-ViT backbones, conformance."""
+loss only on masked pixels, mask tokens in the encoder's input, refusal of non-ViT backbones.
+(Its conformance check runs in tests/test_conformance.py with every other method.)
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import pytest
 import torch
 
 from ssl_bench.harness.kit.patches import patchify
-from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.backbones.vit import IncompatibleBackboneError, ViTTinyCifar
 from ssl_bench.plugins.methods.simmim import SimMIM, simmim_loss
@@ -108,6 +109,3 @@ def test_defaults_and_refusals():
     with pytest.raises(IncompatibleBackboneError, match="mask_patch_px 6 must be a multiple"):
         build(mask_patch_px=6)
 
-
-def test_conformance(bench_registry):
-    check_method(bench_registry, "simmim", backbone="vit_tiny_cifar")

@@ -1,7 +1,8 @@
-"""SimSiam: the loss against a naive loop over eq. 1-4, stop-gradient and symmetry, conformance.
+"""SimSiam: the loss against a naive loop over eq. 1-4, stop-gradient and symmetry.
 
 No 2-process test: SimSiam gathers nothing (no negatives, no batch statistics outside batch norm), so its
 per-process losses are means whose DDP-averaged gradient is the global batch's by construction.
+(Its conformance check runs in tests/test_conformance.py with every other method.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import pytest
 import torch
 
 from ssl_bench.harness.components import Batch
-from ssl_bench.harness.testing import check_method
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.methods.simsiam import SimSiam, negative_cosine, simsiam_loss
 
@@ -96,6 +96,3 @@ def test_architecture_and_defaults():
     p = SimSiam.Params()
     assert p.views == ("moco_v2", "moco_v2") and p.pred_hidden_dim * 4 == p.proj_dim
 
-
-def test_conformance(bench_registry):  # a built-in: the registry of every installed plugin
-    check_method(bench_registry, "simsiam")
