@@ -83,12 +83,15 @@ def structured_images(n: int = 16, size: int = 32, seed: int = 0, num_classes: i
 
 
 def build_method(registry: Registry, name: str, backbone: str = TINY_BACKBONE, seed: int = 0,
-                 params: dict[str, Any] | None = None, num_classes: int = 4, num_samples: int = 64) -> Any:
-    """``name`` built as the harness builds it, on ``backbone``, after ``torch.manual_seed(seed)``."""
+                 params: dict[str, Any] | None = None, num_classes: int = 4, num_samples: int = 64,
+                 backbone_params: dict[str, Any] | None = None) -> Any:
+    """``name`` built as the harness builds it, on ``backbone`` (with ``backbone_params``, default its defaults),
+    after ``torch.manual_seed(seed)``."""
     torch.manual_seed(seed)
     bb_cls = registry.get("backbones", backbone)
     cls = registry.get("methods", name)
-    return instantiate_method(cls, cls.Params.model_validate(params or {}), bb_cls(bb_cls.Params()),
+    return instantiate_method(cls, cls.Params.model_validate(params or {}),
+                              bb_cls(bb_cls.Params.model_validate(backbone_params or {})),
                               num_classes=num_classes, num_samples=num_samples)
 
 

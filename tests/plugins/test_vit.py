@@ -136,6 +136,10 @@ def test_conformance(bench_registry):
     assert bench_registry.get("backbones", "vit_tiny_cifar") is ViTTinyCifar
 
 
+SMALL_VIT = {"width": 48, "depth": 2, "heads": 2}
+"""The same architecture, narrower and shallower: every method's code path on a ViT at a fraction of the cost."""
+
+
 def test_every_method_takes_a_step_on_the_vit(bench_registry, one_thread):
     data = tiny_images(8)
     trained = 0
@@ -143,7 +147,7 @@ def test_every_method_takes_a_step_on_the_vit(bench_registry, one_thread):
         cls = bench_registry.get("methods", name)
         if name == "pretrained" or not cls.trains:
             continue
-        m = build_method(bench_registry, name, "vit_tiny_cifar").train()
+        m = build_method(bench_registry, name, "vit_tiny_cifar", backbone_params=SMALL_VIT).train()
         loss = method_loss(bench_registry, m, data)
         loss.backward()
         assert torch.isfinite(loss), name
