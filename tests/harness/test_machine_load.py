@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from typing import Any
 
 import pytest
 
@@ -37,13 +38,21 @@ def test_others_are_the_machine_minus_this_process(monkeypatch, machine_s, own_s
 
 
 @pytest.mark.skipif(not machine.PROC_STAT.exists(), reason="needs /proc/stat")
+def spin_until_stopped(started: Any) -> None:
+    started.set()
+    spin(60.0)  # stopped by the test long before
+
+
 def test_another_busy_process_makes_the_timing_contended():
-    other = mp.get_context("spawn").Process(target=spin, args=(2.5,))
+    ctx = mp.get_context("fork")  # Linux (/proc/stat): starts at once; the child only spins in Python
+    started = ctx.Event()
+    other = ctx.Process(target=spin_until_stopped, args=(started,), daemon=True)
     other.start()
     try:
-        time.sleep(0.5)  # let it start spinning
+        assert started.wait(10.0), "the spinning process did not start"
         load = busy_now(1.0)
     finally:
+        other.terminate()
         other.join()
     assert load.contended and load.others > 0.5 and load.source == "proc-stat"
 
