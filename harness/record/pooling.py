@@ -74,9 +74,14 @@ def mean_interval(values: list[float]) -> str:
     return f"{mean:.2f} ± {half:.2f}"
 
 
+def devices(rows: Iterable[Row]) -> list[str]:
+    """The devices these encoders' timings were measured on (``pretrain_device``), sorted; rows without one left out."""
+    return sorted({str(d) for r in rows if (d := r.get("pretrain_device"))})
+
+
 def timed_on(rows: Iterable[Row]) -> str:
-    """The devices these encoders' timings were measured on (``pretrain_device``), joined; '' where none says."""
-    return ", ".join(sorted({str(d) for r in rows if (d := r.get("pretrain_device"))}))
+    """:func:`devices`, joined; '' where no row says."""
+    return ", ".join(devices(rows))
 
 
 def timing_mark(rows: Iterable[Row], cell: str) -> str:
@@ -84,7 +89,7 @@ def timing_mark(rows: Iterable[Row], cell: str) -> str:
     processes kept the cores busy ("contended"), or they trained on different devices ("mixed devices")."""
     rows = list(rows)
     marks = ["contended"] * any(r.get("pretrain_contended") for r in rows)
-    marks += ["mixed devices"] * (len({r.get("pretrain_device") for r in rows if r.get("pretrain_device")}) > 1)
+    marks += ["mixed devices"] * (len(devices(rows)) > 1)
     return f"{cell} ({', '.join(marks)})" if marks else cell
 
 
