@@ -46,6 +46,9 @@ from ssl_bench.harness.data import IMAGENET_MEAN, IMAGENET_STD, BoxTargets, Imag
 from ssl_bench.harness.plugins import Registry
 
 TINY_BACKBONE = "convnet_small"
+SMALL_VIT = {"width": 48, "depth": 2, "heads": 2}
+"""``backbone_params`` of a narrow two-block ``vit_tiny_cifar``: the checks of ViT-only methods run on it in a
+fraction of the default ViT's time, with the same patch size and token layout."""
 COLLAPSE_RATIO = 0.4
 """A method collapses when the spread of its backbone's features stays below this share of the start's."""
 COLLAPSE_WINDOW = 5
@@ -116,7 +119,7 @@ def method_loss(registry: Registry, method: Any, data: ImageSet, seed: int = 0) 
 
 def check_method(registry: Registry, name: str, params: dict[str, Any] | None = None, steps: int = 5,
                  device: torch.device | str | None = None, *, backbone: str = TINY_BACKBONE,
-                 collapse_steps: int = 20) -> None:
+                 collapse_steps: int = 20, backbone_params: dict[str, Any] | None = None) -> None:
     """Check a method: it builds, trains, does not collapse, is deterministic and round-trips a checkpoint.
 
     One run of ``max(steps, collapse_steps)`` Adam steps (lr 3e-3) on 16 tiny images, every step of it
@@ -135,6 +138,7 @@ def check_method(registry: Registry, name: str, params: dict[str, Any] | None = 
         device: where to run; None: CUDA when present (see the module docstring), else the CPU.
         backbone: the registered backbone to build the method on.
         collapse_steps: length of the run the collapse check looks at; 0 skips the collapse check.
+        backbone_params: the backbone's params (e.g. :data:`SMALL_VIT`); None: its defaults.
     """
     cls = registry.get("methods", name)
     try:
@@ -143,7 +147,7 @@ def check_method(registry: Registry, name: str, params: dict[str, Any] | None = 
         raise AssertionError(f"{name}: params {params} do not validate: {exc}") from None
     assert cls.Params.model_validate(p.model_dump()) == p, (
         f"{name}: Params do not round-trip through model_dump(); keep every field a plain value (no objects)")
-    method = build_method(registry, name, backbone, params=params)
+    method = build_method(registry, name, backbone, params=params, backbone_params=backbone_params)
     assert method.backbone.feature_dim > 0, f"{name}: backbone feature_dim missing"
     if not cls.trains:
         return
@@ -151,11 +155,12 @@ def check_method(registry: Registry, name: str, params: dict[str, Any] | None = 
     data = structured_images(16)
     _train_checked(registry, name, method, data, max(steps, collapse_steps), device,
                    collapse=collapse_steps > 0)
-    _check_deterministic(registry, name, backbone, params, data, device)
+    _check_deterministic(registry, name, backbone, params, data, device, backbone_params)
     buffer = io.BytesIO()
     torch.save(method.state_dict(), buffer)
     buffer.seek(0)
-    restored = build_method(registry, name, backbone, seed=123, params=params).to(device)
+    restored = build_method(registry, name, backbone, seed=123, params=params,
+                            backbone_params=backbone_params).to(device)
     restored.load_state_dict(torch.load(buffer, weights_only=True, map_location=device))
     method.eval()
     restored.eval()
@@ -236,10 +241,11 @@ def _spread(backbone: nn.Module, x: Tensor) -> float:
 
 
 def _check_deterministic(registry: Registry, name: str, backbone: str, params: dict[str, Any] | None,
-                         data: ImageSet, device: torch.device) -> None:
+                         data: ImageSet, device: torch.device, backbone_params: dict[str, Any] | None) -> None:
     losses = []
     for _ in range(2):
-        method = build_method(registry, name, backbone, params=params).to(device).train()
+        method = build_method(registry, name, backbone, params=params, backbone_params=backbone_params)
+        method = method.to(device).train()
         total = loss_parts(method.loss(method_batch(registry, method, data, seed=1, device=device)))[0]
         losses.append(total.detach())
     first, second = losses

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from ssl_bench.harness.plugins import collect, make_plugin_manager
-from ssl_bench.harness.testing import check_augmentation, check_backbone, check_evaluator, check_method
+from ssl_bench.harness.testing import SMALL_VIT, check_augmentation, check_backbone, check_evaluator, check_method
 
 REGISTRY = collect(make_plugin_manager(load_entrypoints=False))
 FAMILY_EXAMPLES = {"timm:": "timm:test_resnet"}
@@ -33,7 +33,10 @@ def backbone_names() -> list[str]:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_method(name):
-    check_method(REGISTRY, name, **({"backbone": NEEDS_A_VIT[name]} if name in NEEDS_A_VIT else {}))
+    if name in NEEDS_A_VIT:
+        check_method(REGISTRY, name, backbone=NEEDS_A_VIT[name], backbone_params=SMALL_VIT)
+    else:
+        check_method(REGISTRY, name)
 
 
 @pytest.mark.parametrize("name", METHODS)

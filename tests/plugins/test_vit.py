@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from ssl_bench.harness.testing import build_method, check_backbone, method_loss, tiny_images
+from ssl_bench.harness.testing import SMALL_VIT, build_method, check_backbone, method_loss, tiny_images
 from ssl_bench.plugins.backbones.convnet import ConvNetSmall
 from ssl_bench.plugins.backbones.vit import IncompatibleBackboneError, ViTTinyCifar, require_vit, sincos_table
 
@@ -134,10 +134,6 @@ def test_require_vit_refuses_another_backbone_in_one_line():
 def test_conformance(bench_registry):
     check_backbone(bench_registry, "vit_tiny_cifar")
     assert bench_registry.get("backbones", "vit_tiny_cifar") is ViTTinyCifar
-
-
-SMALL_VIT = {"width": 48, "depth": 2, "heads": 2}
-"""The same architecture, narrower and shallower: every method's code path on a ViT at a fraction of the cost."""
 
 
 def test_every_method_takes_a_step_on_the_vit(bench_registry, one_thread):
