@@ -84,7 +84,8 @@ class PretrainStats:
     precision: str = ""
     """What the steps computed in, ``fp32`` or ``bf16`` (pipeline/precision.py; empty: not recorded)."""
     device: str = ""
-    """What it trained on, ``"AMD EPYC x2 (AVX2)"`` or a GPU's name (scale/machine.py; empty: not recorded)."""
+    """What it trained on, ``"AMD EPYC (family 23, model 49) x2 (AVX2)"`` or a GPU's name (scale/machine.py;
+    empty: not recorded)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

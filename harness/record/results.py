@@ -61,7 +61,7 @@ SCHEMA = pa.schema([
     ("pretrain_load_others", pa.float64()),  # cores other processes kept busy meanwhile (scale/machine.py)
     ("pretrain_contended", pa.bool_()),      # that load made the timing untrustworthy
     ("pretrain_precision", pa.string()),     # fp32 or bf16 (pipeline/precision.py; '' when not trained)
-    ("pretrain_device", pa.string()),        # "AMD EPYC x2 (AVX2)", a GPU's name ('' when not trained)
+    ("pretrain_device", pa.string()),        # "AMD EPYC (family 23, model 49) x2 (AVX2)", a GPU ('' untrained)
     ("pretrain_final_loss", pa.float64()),
     ("pretrain_epoch_losses", pa.list_(pa.float64())),
     ("evaluator", pa.string()),

@@ -50,21 +50,30 @@ def choose_threads(requested: int | None = None, processes: int = 1) -> int:
 
 
 def processor_model() -> str:
-    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8480+"): ``/proc/cpuinfo``'s first ``model
-    name``, else what :mod:`platform` says, else the architecture."""
+    """The CPU's model name and, on x86, its family and model numbers ("AMD EPYC (family 23, model 49)"):
+    ``/proc/cpuinfo``'s first processor, else what :mod:`platform` says, else the architecture. A hypervisor
+    may show only "AMD EPYC" for CPUs two generations apart (Zen 1 and Zen 2 differ 2x in fp32 speed); the
+    family and model numbers tell them apart."""
+    first: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return " ".join(value.split())
+            if not key.strip() and first:
+                break  # the end of the first processor's block
+            first.setdefault(key.strip(), " ".join(value.split()))
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "cpu"
+    name = first.get("model name")
+    if not name:
+        return platform.processor() or platform.machine() or "cpu"
+    family, model = first.get("cpu family"), first.get("model")
+    return f"{name} (family {family}, model {model})" if family and model else name
 
 
 def device_name(device: torch.device) -> str:
     """What a timing was measured on: the GPU's name, or the CPU's model, cores and widest vector unit
-    ("AMD EPYC x2 (AVX2)"): two machines of one host name and core count can differ 4x in speed."""
+    ("AMD EPYC (family 23, model 49) x2 (AVX2)"): two machines of one host name and core count can differ 4x
+    in speed."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{processor_model()} x{cpu_count()} ({torch.backends.cpu.get_cpu_capability()})"

@@ -28,6 +28,18 @@ def test_the_cpu_is_named_by_model_cores_and_vector_unit(monkeypatch, tmp_path):
     assert machine.device_name(torch.device("cpu")) == f"AMD EPYC x2 ({capability})"
 
 
+def test_x86_family_and_model_tell_apart_cpus_that_share_a_model_name(monkeypatch, tmp_path):
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: {m}\nmodel name\t: AMD EPYC\n"
+    names = []
+    for model in (1, 49):
+        cpuinfo = tmp_path / f"cpuinfo{model}"
+        # two processors: the first one's numbers are read, the second's (a different model) are not
+        cpuinfo.write_text(block.format(n=0, m=model) + "\n" + block.format(n=1, m=99))
+        monkeypatch.setattr(machine, "Path", lambda p, f=cpuinfo: f)
+        names.append(machine.processor_model())
+    assert names == ["AMD EPYC (family 23, model 1)", "AMD EPYC (family 23, model 49)"]
+
+
 def test_without_cpuinfo_the_platform_names_the_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(machine, "Path", lambda p: tmp_path / "absent")
     monkeypatch.setattr(machine.platform, "processor", lambda: "arm")
